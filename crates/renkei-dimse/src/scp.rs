@@ -1,0 +1,458 @@
+//! The association acceptor (SCP) of the node: one tokio task per association.
+//!
+//! C-STORE data is never assembled in memory: Data PDVs go straight to the store's spool as
+//! they arrive (memory per association is about one PDU), and the blocking part of the
+//! store — parse, fsync, rename, index commit — runs on the blocking pool. The response is
+//! sent only after the commit, so an acknowledged instance survives a crash.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dicom_dictionary_std::uids;
+use dicom_ul::association::server::AsyncServerAssociation;
+use dicom_ul::association::Association;
+use dicom_ul::pdu::{
+    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
+    AssociationRJSource, PDataValue, PDataValueType, PresentationContextResultReason,
+};
+use dicom_ul::{Pdu, ServerAssociationOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, info, warn, Instrument};
+
+use renkei_model::storage_classes::STORAGE_SOP_CLASSES;
+use renkei_store::{Ingest, IngestMeta, IngestOutcome, Store, StoreError};
+
+use crate::command::{encode_response, field, status, Command};
+use crate::metrics::Metrics;
+use crate::policy::AcceptPolicy;
+
+/// Settings of the DICOM listener.
+#[derive(Debug, Clone)]
+pub struct ScpOptions {
+    /// The node's AE title.
+    pub ae_title: String,
+    /// Largest PDU we accept (advertised in negotiation).
+    pub max_pdu: u32,
+    /// An association silent for this long is aborted (the ARTIM-like guard dicom-ul lacks).
+    pub idle_timeout: Duration,
+    /// Which calling AE titles may associate.
+    pub accept: AcceptPolicy,
+    /// Associations served at once; more are rejected as transient "local limit exceeded".
+    pub max_associations: usize,
+}
+
+impl Default for ScpOptions {
+    fn default() -> Self {
+        ScpOptions {
+            ae_title: "RENKEI".into(),
+            max_pdu: 256 * 1024,
+            idle_timeout: Duration::from_secs(60),
+            accept: AcceptPolicy::Any,
+            max_associations: 64,
+        }
+    }
+}
+
+/// The DICOM service provider: accepts associations and serves C-ECHO and C-STORE.
+#[derive(Debug)]
+pub struct Scp {
+    options: ScpOptions,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    slots: Arc<Semaphore>,
+}
+
+/// A C-STORE whose data set is being received.
+struct PendingStore {
+    rq: Command,
+    pc_id: u8,
+    ingest: Option<Ingest>,
+    /// The first failure met while receiving; reported once the data set is complete.
+    failure: Option<(u16, String)>,
+}
+
+impl Scp {
+    /// A service provider storing into `store`.
+    pub fn new(options: ScpOptions, store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
+        let slots = Arc::new(Semaphore::new(options.max_associations));
+        Scp {
+            options,
+            store,
+            metrics,
+            slots,
+        }
+    }
+
+    /// Accept associations on `listener` until `shutdown` turns true. Associations already
+    /// open finish on their own.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<()> {
+        loop {
+            let (socket, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // e.g. EMFILE: keep serving the associations we have
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => return Ok(()),
+            };
+            let scp = self.clone();
+            let span = tracing::info_span!("assoc", %peer);
+            tokio::spawn(async move { scp.handle(socket, peer).await }.instrument(span));
+        }
+    }
+
+    fn association_options(
+        &self,
+    ) -> ServerAssociationOptions<
+        'static,
+        AcceptPolicy,
+        dicom_ul::association::server::DefaultNegotiation,
+    > {
+        let mut o = ServerAssociationOptions::new()
+            .ae_access_control(self.options.accept.clone())
+            .ae_title(self.options.ae_title.clone())
+            .max_pdu_length(self.options.max_pdu)
+            .read_timeout(self.options.idle_timeout)
+            .with_abstract_syntax(uids::VERIFICATION);
+        // No transfer syntax list: dicom-ul then accepts any syntax its registry knows,
+        // compressed ones included (stored as received).
+        for (uid, _) in STORAGE_SOP_CLASSES {
+            o = o.with_abstract_syntax(*uid);
+        }
+        o
+    }
+
+    async fn handle(&self, mut socket: TcpStream, peer: SocketAddr) {
+        if let Err(e) = socket.set_nodelay(true) {
+            debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
+            self.metrics
+                .associations_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(
+                limit = self.options.max_associations,
+                "association limit reached, rejecting"
+            );
+            reject_busy(&mut socket).await;
+            return;
+        };
+        let mut assoc = match self.association_options().establish_async(socket).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.metrics
+                    .associations_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                info!(error = %e, "association not established");
+                return;
+            }
+        };
+        let calling = assoc.peer_ae_title().trim().to_string();
+        let contexts: HashMap<u8, String> = assoc
+            .presentation_contexts()
+            .iter()
+            .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+            .map(|pc| (pc.id, pc.transfer_syntax.clone()))
+            .collect();
+        info!(calling = %calling, contexts = contexts.len(), "association accepted");
+        self.metrics
+            .associations_total
+            .fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .associations_active
+            .fetch_add(1, Ordering::Relaxed);
+        let result = self
+            .serve_association(&mut assoc, &calling, &contexts)
+            .await;
+        self.metrics
+            .associations_active
+            .fetch_sub(1, Ordering::Relaxed);
+        match result {
+            Ok(()) => debug!("association released"),
+            Err(reason) => {
+                info!(%reason, "association ended");
+                let _ = assoc.abort().await;
+            }
+        }
+        let _ = peer;
+    }
+
+    /// Run the association until release (Ok) or until it must be aborted (Err(reason)).
+    async fn serve_association(
+        &self,
+        assoc: &mut AsyncServerAssociation<TcpStream>,
+        calling: &str,
+        contexts: &HashMap<u8, String>,
+    ) -> Result<(), String> {
+        let mut command_bytes: Vec<u8> = Vec::new();
+        let mut pending: Option<PendingStore> = None;
+        loop {
+            let pdu = match tokio::time::timeout(self.options.idle_timeout, assoc.receive()).await {
+                Err(_) => return Err("idle timeout".into()),
+                Ok(Err(e)) => {
+                    // an A-ABORT or a dropped connection mid-transfer: the spool of an
+                    // incomplete instance is removed when `pending` drops
+                    return Err(format!("receive failed: {e}"));
+                }
+                Ok(Ok(pdu)) => pdu,
+            };
+            match pdu {
+                Pdu::PData { data } => {
+                    for pdv in data {
+                        if !contexts.contains_key(&pdv.presentation_context_id) {
+                            return Err(format!(
+                                "P-DATA on presentation context {} that was not accepted",
+                                pdv.presentation_context_id
+                            ));
+                        }
+                        match pdv.value_type {
+                            PDataValueType::Command => {
+                                command_bytes.extend_from_slice(&pdv.data);
+                                if pdv.is_last {
+                                    let bytes = std::mem::take(&mut command_bytes);
+                                    self.on_command(
+                                        assoc,
+                                        pdv.presentation_context_id,
+                                        &bytes,
+                                        calling,
+                                        contexts,
+                                        &mut pending,
+                                    )
+                                    .await?;
+                                }
+                            }
+                            PDataValueType::Data => {
+                                let Some(p) = pending.as_mut() else {
+                                    return Err("data set without a command".into());
+                                };
+                                self.metrics
+                                    .bytes_received
+                                    .fetch_add(pdv.data.len() as u64, Ordering::Relaxed);
+                                if let Some(ingest) = p.ingest.as_mut() {
+                                    // A buffered write to the page cache: short enough to
+                                    // do on the runtime thread (the fsync happens later,
+                                    // on the blocking pool).
+                                    if let Err(e) = ingest.append(&pdv.data) {
+                                        p.failure = Some(failure_of(&e));
+                                        p.ingest = None;
+                                    }
+                                }
+                                if pdv.is_last {
+                                    if let Some(p) = pending.take() {
+                                        self.finish_store(assoc, p).await?;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                Pdu::ReleaseRQ => {
+                    assoc
+                        .send(&Pdu::ReleaseRP)
+                        .await
+                        .map_err(|e| format!("cannot send A-RELEASE-RP: {e}"))?;
+                    return Ok(());
+                }
+                Pdu::AbortRQ { source } => return Err(format!("aborted by peer ({source:?})")),
+                other => return Err(format!("unexpected PDU {other:?}")),
+            }
+        }
+    }
+
+    async fn on_command(
+        &self,
+        assoc: &mut AsyncServerAssociation<TcpStream>,
+        pc_id: u8,
+        bytes: &[u8],
+        calling: &str,
+        contexts: &HashMap<u8, String>,
+        pending: &mut Option<PendingStore>,
+    ) -> Result<(), String> {
+        let rq = Command::decode(bytes).map_err(|e| e.to_string())?;
+        match rq.field {
+            field::C_ECHO_RQ => {
+                self.metrics.echoes.fetch_add(1, Ordering::Relaxed);
+                respond(assoc, pc_id, &rq, field::C_ECHO_RSP, status::SUCCESS, None).await
+            }
+            field::C_STORE_RQ => {
+                if !rq.has_dataset {
+                    return respond(
+                        assoc,
+                        pc_id,
+                        &rq,
+                        field::C_STORE_RSP,
+                        status::CANNOT_UNDERSTAND,
+                        Some("C-STORE-RQ without a data set"),
+                    )
+                    .await;
+                }
+                let ts = contexts.get(&pc_id).cloned().unwrap_or_default();
+                let meta = IngestMeta {
+                    sop_class_uid: rq.sop_class_uid.clone(),
+                    sop_instance_uid: rq.sop_instance_uid.clone(),
+                    transfer_syntax: ts,
+                    source_ae: calling.to_string(),
+                };
+                let (ingest, failure) = match self.store.begin_ingest(meta) {
+                    Ok(i) => (Some(i), None),
+                    Err(e) => (None, Some(failure_of(&e))),
+                };
+                *pending = Some(PendingStore {
+                    rq,
+                    pc_id,
+                    ingest,
+                    failure,
+                });
+                Ok(())
+            }
+            field::C_CANCEL_RQ => Ok(()), // nothing to cancel for C-ECHO/C-STORE
+            other => {
+                debug!(field = other, "unsupported command");
+                respond(
+                    assoc,
+                    pc_id,
+                    &rq,
+                    other | 0x8000,
+                    status::UNRECOGNIZED_OPERATION,
+                    Some("operation not supported by this node"),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn finish_store(
+        &self,
+        assoc: &mut AsyncServerAssociation<TcpStream>,
+        p: PendingStore,
+    ) -> Result<(), String> {
+        let started = Instant::now();
+        let PendingStore {
+            rq,
+            pc_id,
+            ingest,
+            failure,
+        } = p;
+        let result = match (ingest, failure) {
+            (_, Some(f)) => Err(f),
+            (None, None) => Err((status::OUT_OF_RESOURCES, "storage unavailable".into())),
+            (Some(ingest), None) => {
+                let store = self.store.clone();
+                match tokio::task::spawn_blocking(move || store.finish_ingest(ingest)).await {
+                    Ok(Ok((outcome, rec))) => Ok((outcome, rec.sop_uid)),
+                    Ok(Err(e)) => Err(failure_of(&e)),
+                    Err(e) => Err((status::OUT_OF_RESOURCES, format!("store task failed: {e}"))),
+                }
+            }
+        };
+        let (st, comment) = match result {
+            Ok((outcome, sop_uid)) => {
+                self.metrics.stores_ok.fetch_add(1, Ordering::Relaxed);
+                self.metrics.observe_store(started.elapsed());
+                match outcome {
+                    IngestOutcome::Stored => debug!(sop = %sop_uid, "stored"),
+                    IngestOutcome::Duplicate => {
+                        self.metrics
+                            .stores_duplicate
+                            .fetch_add(1, Ordering::Relaxed);
+                        info!(sop = %sop_uid, "already stored with identical content");
+                    }
+                    IngestOutcome::Replaced => {
+                        info!(sop = %sop_uid, "replaced the stored version")
+                    }
+                }
+                (status::SUCCESS, None)
+            }
+            Err((st, comment)) => {
+                self.metrics.stores_failed.fetch_add(1, Ordering::Relaxed);
+                warn!(sop = %rq.sop_instance_uid, status = format_args!("{st:#06X}"), %comment, "C-STORE failed");
+                (st, Some(comment))
+            }
+        };
+        respond(
+            assoc,
+            pc_id,
+            &rq,
+            field::C_STORE_RSP,
+            st,
+            comment.as_deref(),
+        )
+        .await
+    }
+}
+
+/// The DIMSE status and comment for a store error (PS3.4 B.2.3).
+fn failure_of(e: &StoreError) -> (u16, String) {
+    match e {
+        StoreError::OutOfSpace { .. } => (status::OUT_OF_RESOURCES, "out of storage space".into()),
+        StoreError::Unparseable(m) => (status::CANNOT_UNDERSTAND, format!("cannot parse: {m}")),
+        StoreError::Invalid(m) => (status::DATASET_MISMATCH, m.clone()),
+        other => {
+            warn!(error = %other, "storage error");
+            (status::OUT_OF_RESOURCES, "internal storage error".into())
+        }
+    }
+}
+
+async fn respond(
+    assoc: &mut AsyncServerAssociation<TcpStream>,
+    pc_id: u8,
+    rq: &Command,
+    rsp_field: u16,
+    st: u16,
+    comment: Option<&str>,
+) -> Result<(), String> {
+    let data = encode_response(rq, rsp_field, st, comment);
+    assoc
+        .send(&Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: pc_id,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data,
+            }],
+        })
+        .await
+        .map_err(|e| format!("cannot send response: {e}"))
+}
+
+/// Refuse an association for lack of capacity: read its A-ASSOCIATE-RQ, answer with a
+/// transient A-ASSOCIATE-RJ "local limit exceeded" (PS3.8 9.3.4), so the peer retries.
+async fn reject_busy(socket: &mut TcpStream) {
+    let mut header = [0u8; 6];
+    let read = async {
+        socket.read_exact(&mut header).await?;
+        let len = u32::from_be_bytes([header[2], header[3], header[4], header[5]]).min(1 << 20);
+        let mut rest = vec![0u8; len as usize];
+        socket.read_exact(&mut rest).await
+    };
+    if tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let rj = Pdu::AssociationRJ(AssociationRJ {
+        result: AssociationRJResult::Transient,
+        source: AssociationRJSource::ServiceProviderPresentation(
+            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+        ),
+    });
+    let mut buf = Vec::new();
+    if dicom_ul::write_pdu(&mut buf, &rj).is_ok() {
+        let _ = socket.write_all(&buf).await;
+    }
+}

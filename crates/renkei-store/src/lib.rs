@@ -1,0 +1,224 @@
+//! Renkei's durable storage: content-addressed blob files plus the RocksDB index.
+//!
+//! - [`blob`]: temp spools, fsync + rename under the SHA-256, orphan walking.
+//! - [`index`]: the RocksDB index (the only module that names `rocksdb`).
+//! - [`keys`]: every key layout and column family.
+//! - [`ingest`]: the store path of one instance, from received bytes to a committed batch.
+//! - [`check`]: consistency check and repair of blobs against the index.
+//!
+//! Layout of a data dir: `blobs/xx/yy/<sha256>.dcm`, `tmp/` (spools), `index/` (RocksDB).
+#![deny(missing_docs)]
+
+pub mod blob;
+pub mod check;
+pub mod error;
+pub mod index;
+pub mod ingest;
+pub mod keys;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use renkei_model::{InstanceRecord, PatientKey, PatientRecord, SeriesRecord, StudyRecord};
+
+pub use check::CheckReport;
+pub use error::{Result, StoreError};
+pub use ingest::{Ingest, IngestMeta, IngestOutcome};
+
+use blob::BlobStore;
+use index::Index;
+
+/// Number of lock stripes serialising stores of the same SOP Instance UID.
+const UID_LOCK_STRIPES: usize = 256;
+
+/// A node's storage: blobs and index under one data dir.
+#[derive(Debug)]
+pub struct Store {
+    data_dir: PathBuf,
+    blobs: BlobStore,
+    index: Index,
+    /// Two stores of the same SOP Instance UID must not interleave their read of the old
+    /// record with their write of the new one; different UIDs never wait on each other
+    /// beyond a stripe collision.
+    uid_locks: Vec<Mutex<()>>,
+}
+
+/// The SOP Instance UID in a spooled file's meta group, if it can be read.
+fn sop_uid_of(path: &Path) -> Option<String> {
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::SPECIFIC_CHARACTER_SET)
+        .open_file(path)
+        .ok()?;
+    Some(renkei_model::uid::trim_uid(&obj.meta().media_storage_sop_instance_uid).to_string())
+}
+
+/// Counts of what the node holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Patients.
+    pub patients: u64,
+    /// Studies.
+    pub studies: u64,
+    /// Series.
+    pub series: u64,
+    /// Instances.
+    pub instances: u64,
+    /// Bytes of stored blobs.
+    pub bytes: u64,
+}
+
+impl Store {
+    /// Open (creating) the store in `data_dir`; removes temp files of interrupted transfers.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::io("create", data_dir, e))?;
+        let blobs = BlobStore::open(data_dir)?;
+        let index = Index::open(&data_dir.join("index"))?;
+        let store = Store {
+            data_dir: data_dir.to_path_buf(),
+            blobs,
+            index,
+            uid_locks: (0..UID_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        };
+        store.recover_interrupted()?;
+        Ok(store)
+    }
+
+    /// Resolve temp files left by a crash. A partial one is deleted. A published one (its
+    /// blob is linked under `blobs/`) may or may not have had its index batch committed:
+    /// if the index does not reference that blob for the file's SOP Instance UID, the blob
+    /// is an orphan of an unacknowledged store and is deleted too.
+    fn recover_interrupted(&self) -> Result<()> {
+        let (mut partial, mut orphans) = (0usize, 0usize);
+        for (path, published) in self.blobs.leftovers()? {
+            if published {
+                let hash = check::hash_file(&path).map_err(|e| StoreError::io("read", &path, e))?;
+                let referenced = sop_uid_of(&path)
+                    .map(|uid| self.instance(&uid))
+                    .transpose()?
+                    .flatten()
+                    .is_some_and(|rec| rec.blob_hash == hash);
+                if !referenced {
+                    self.blobs.remove(&hash)?;
+                    orphans += 1;
+                }
+            } else {
+                partial += 1;
+            }
+            std::fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
+        }
+        if partial + orphans > 0 {
+            tracing::info!(
+                partial,
+                orphans,
+                "cleaned up transfers interrupted by the last shutdown"
+            );
+        }
+        Ok(())
+    }
+
+    /// Open an existing store read-only (for `stats` and `check` beside a running node).
+    pub fn open_read_only(data_dir: &Path) -> Result<Self> {
+        let blobs = BlobStore::open_existing(data_dir)?;
+        let index = Index::open_read_only(&data_dir.join("index"))?;
+        Ok(Store {
+            data_dir: data_dir.to_path_buf(),
+            blobs,
+            index,
+            uid_locks: (0..UID_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        })
+    }
+
+    /// The data dir this store lives in.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Path of a stored blob.
+    pub fn blob_path(&self, hash: &[u8; 32]) -> PathBuf {
+        self.blobs.path_of(hash)
+    }
+
+    /// The instance record of a SOP Instance UID.
+    pub fn instance(&self, sop_uid: &str) -> Result<Option<InstanceRecord>> {
+        self.index.get(keys::CF_INSTANCE, sop_uid.as_bytes())
+    }
+
+    /// The series record of a Series Instance UID.
+    pub fn series(&self, series_uid: &str) -> Result<Option<SeriesRecord>> {
+        self.index.get(keys::CF_SERIES, series_uid.as_bytes())
+    }
+
+    /// The study record of a Study Instance UID.
+    pub fn study(&self, study_uid: &str) -> Result<Option<StudyRecord>> {
+        self.index.get(keys::CF_STUDY, study_uid.as_bytes())
+    }
+
+    /// The patient record of a patient key.
+    pub fn patient(&self, key: &PatientKey) -> Result<Option<PatientRecord>> {
+        self.index.get(keys::CF_PATIENT, &keys::patient_key(key))
+    }
+
+    /// SOP Instance UIDs of a series, in key order.
+    pub fn series_instances(&self, series_uid: &str) -> Result<Vec<String>> {
+        self.children(&keys::series_instance_prefix(series_uid))
+    }
+
+    /// Series Instance UIDs of a study, in key order.
+    pub fn study_series(&self, study_uid: &str) -> Result<Vec<String>> {
+        self.children(&keys::study_series_prefix(study_uid))
+    }
+
+    /// Study Instance UIDs of a patient, in key order.
+    pub fn patient_studies(&self, key: &PatientKey) -> Result<Vec<String>> {
+        self.children(&keys::patient_study_prefix(key))
+    }
+
+    /// Number of instances in a study.
+    pub fn study_instance_count(&self, study_uid: &str) -> Result<u64> {
+        Ok(self
+            .index
+            .counter(&keys::study_instances(study_uid))?
+            .max(0) as u64)
+    }
+
+    /// Number of instances in a series.
+    pub fn series_instance_count(&self, series_uid: &str) -> Result<u64> {
+        Ok(self
+            .index
+            .counter(&keys::series_instances(series_uid))?
+            .max(0) as u64)
+    }
+
+    fn children(&self, prefix: &[u8]) -> Result<Vec<String>> {
+        self.index
+            .keys_with_prefix(keys::CF_CHILDREN, prefix)?
+            .into_iter()
+            .map(|k| {
+                String::from_utf8(k).map_err(|_| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(prefix).into_owned(),
+                    reason: "child key is not UTF-8".into(),
+                })
+            })
+            .collect()
+    }
+
+    /// Exact counts. Instances and bytes come from counters; the other levels are counted
+    /// by iterating their column family (cheap next to what the counts describe).
+    pub fn stats(&self) -> Result<Stats> {
+        Ok(Stats {
+            patients: self.index.count(keys::CF_PATIENT)?,
+            studies: self.index.count(keys::CF_STUDY)?,
+            series: self.index.count(keys::CF_SERIES)?,
+            instances: self.index.counter(keys::COUNTER_INSTANCES)?.max(0) as u64,
+            bytes: self.index.counter(keys::COUNTER_BYTES)?.max(0) as u64,
+        })
+    }
+
+    fn uid_lock(&self, uid: &str) -> &Mutex<()> {
+        // FNV-1a: stable and cheap; only spreads UIDs over stripes
+        let h = uid.bytes().fold(0xcbf29ce484222325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+        });
+        &self.uid_locks[(h % UID_LOCK_STRIPES as u64) as usize]
+    }
+}

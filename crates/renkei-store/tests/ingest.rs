@@ -1,0 +1,241 @@
+//! The store path on a real RocksDB and real files in a temp dir: new, duplicate and
+//! replaced instances, bad datasets, counters, and recovery after an interrupted store.
+
+use std::path::{Path, PathBuf};
+
+use renkei_store::{IngestMeta, IngestOutcome, Store, StoreError};
+
+fn corpus(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/corpus")
+        .join(name)
+}
+
+/// (meta, dataset bytes) of a corpus file, as a C-STORE would deliver them.
+fn as_received(path: &Path) -> (IngestMeta, Vec<u8>) {
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(path)
+        .unwrap();
+    let meta = obj.meta();
+    let bytes = std::fs::read(path).unwrap();
+    // the raw (0002,0000) value: dicom-object recomputes its own
+    let group_len = u32::from_le_bytes(bytes[140..144].try_into().unwrap());
+    let start = 144 + group_len as usize;
+    (
+        IngestMeta {
+            sop_class_uid: meta.media_storage_sop_class_uid.clone(),
+            sop_instance_uid: meta.media_storage_sop_instance_uid.clone(),
+            transfer_syntax: meta.transfer_syntax.clone(),
+            source_ae: "TEST".into(),
+        },
+        bytes[start..].to_vec(),
+    )
+}
+
+fn store_bytes(store: &Store, meta: IngestMeta, data: &[u8]) -> Result<IngestOutcome, StoreError> {
+    let mut ingest = store.begin_ingest(meta)?;
+    for chunk in data.chunks(16 * 1024) {
+        ingest.append(chunk)?;
+    }
+    store.finish_ingest(ingest).map(|(o, _)| o)
+}
+
+#[test]
+fn new_duplicate_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (meta, data) = as_received(&corpus("valid/MR_small.dcm"));
+    assert_eq!(
+        store_bytes(&store, meta.clone(), &data).unwrap(),
+        IngestOutcome::Stored
+    );
+    let s1 = store.stats().unwrap();
+    assert_eq!(
+        (s1.patients, s1.studies, s1.series, s1.instances),
+        (1, 1, 1, 1)
+    );
+
+    assert_eq!(
+        store_bytes(&store, meta.clone(), &data).unwrap(),
+        IngestOutcome::Duplicate
+    );
+    assert_eq!(store.stats().unwrap(), s1);
+
+    // the same SOP Instance UID in another transfer syntax: other bytes, replaces
+    let (meta2, data2) = as_received(&corpus("valid/MR_small_implicit.dcm"));
+    assert_eq!(meta2.sop_instance_uid, meta.sop_instance_uid);
+    assert_eq!(
+        store_bytes(&store, meta2.clone(), &data2).unwrap(),
+        IngestOutcome::Replaced
+    );
+    let s2 = store.stats().unwrap();
+    assert_eq!(s2.instances, 1);
+    let rec = store
+        .instance(meta.sop_instance_uid.trim_end_matches('\0'))
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.transfer_syntax, "1.2.840.10008.1.2");
+    assert_eq!(s2.bytes, rec.size);
+    assert_eq!(store.study_instance_count(&rec.study_uid).unwrap(), 1);
+    assert_eq!(
+        store.series_instances(&rec.series_uid).unwrap(),
+        vec![rec.sop_uid.clone()]
+    );
+    assert_eq!(
+        store.study_series(&rec.study_uid).unwrap(),
+        vec![rec.series_uid.clone()]
+    );
+    // the old version's blob is gone, the new one is there, check is clean
+    let report = store.check(false).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(
+        std::fs::read(store.blob_path(&rec.blob_hash))
+            .unwrap()
+            .len() as u64,
+        rec.size
+    );
+}
+
+#[test]
+fn stored_blob_is_a_readable_file_with_the_sent_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let path = corpus("valid/CT_small.dcm");
+    let (meta, data) = as_received(&path);
+    store_bytes(&store, meta.clone(), &data).unwrap();
+    let rec = store
+        .instance(meta.sop_instance_uid.trim_end_matches('\0'))
+        .unwrap()
+        .unwrap();
+    let blob = std::fs::read(store.blob_path(&rec.blob_hash)).unwrap();
+    assert!(blob.ends_with(&data));
+    let obj = dicom_object::open_file(store.blob_path(&rec.blob_hash)).unwrap();
+    assert_eq!(
+        obj.meta().transfer_syntax(),
+        meta.transfer_syntax.trim_end_matches('\0')
+    );
+    assert_eq!((rec.rows, rec.columns, rec.frames), (128, 128, 1));
+    let study = store.study(&rec.study_uid).unwrap().unwrap();
+    let patient = store.patient(&study.patient).unwrap().unwrap();
+    assert!(!patient.name.alphabetic.is_empty());
+    assert_eq!(
+        store.patient_studies(&study.patient).unwrap(),
+        vec![rec.study_uid]
+    );
+}
+
+#[test]
+fn bad_datasets_are_refused_and_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (meta, data) = as_received(&corpus("valid/CT_small.dcm"));
+
+    // garbage bytes
+    let err = store_bytes(&store, meta.clone(), &[0xff; 100]).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unparseable(_) | StoreError::Invalid(_)),
+        "{err}"
+    );
+
+    // a dataset without Study/Series UIDs
+    let (m, d) = as_received(&corpus("edge/JPEGLSNearLossless_08.dcm"));
+    let err = store_bytes(&store, m, &d).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Invalid(ref s) if s.contains("missing")),
+        "{err}"
+    );
+
+    assert_eq!(store.stats().unwrap().instances, 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+    assert!(store.check(false).unwrap().is_clean());
+}
+
+#[test]
+fn the_dataset_uids_win_over_the_command() {
+    // rtplan.dcm's file meta names another SOP Instance UID than its data set; a sender
+    // that copies the meta into the command must still get the image stored, under the
+    // data set's UID, with a blob whose meta agrees
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (meta, data) = as_received(&corpus("valid/rtplan.dcm"));
+    assert_eq!(
+        store_bytes(&store, meta, &data).unwrap(),
+        IngestOutcome::Stored
+    );
+    let uid = "1.2.777.777.77.7.7777.7777.20030903150023";
+    let rec = store.instance(uid).unwrap().unwrap();
+    let blob = dicom_object::open_file(store.blob_path(&rec.blob_hash)).unwrap();
+    assert_eq!(blob.meta().media_storage_sop_instance_uid(), uid);
+    assert!(std::fs::read(store.blob_path(&rec.blob_hash))
+        .unwrap()
+        .ends_with(&data));
+    assert!(store.check(false).unwrap().is_clean());
+}
+
+#[test]
+fn restart_cleans_interrupted_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let (meta, data) = as_received(&corpus("valid/CT_small.dcm"));
+        store_bytes(&store, meta, &data).unwrap();
+        // an incoming object cut off mid-transfer: its spool is never finished
+        let (meta, data) = as_received(&corpus("valid/MR_small.dcm"));
+        let mut ingest = store.begin_ingest(meta).unwrap();
+        ingest.append(&data[..1000]).unwrap();
+        std::mem::forget(ingest); // as if the process died
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+    assert_eq!(store.stats().unwrap().instances, 1);
+    assert!(store.check(false).unwrap().is_clean());
+}
+
+#[test]
+fn check_finds_missing_corrupt_and_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for f in [
+        "valid/CT_small.dcm",
+        "valid/MR_small.dcm",
+        "valid/rtplan.dcm",
+    ] {
+        let (meta, data) = as_received(&corpus(f));
+        store_bytes(&store, meta, &data).unwrap();
+    }
+    let ct = store
+        .instance("1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322")
+        .unwrap()
+        .unwrap();
+    let mr = store
+        .instance("1.3.6.1.4.1.5962.1.1.4.1.1.20040826185059.5457")
+        .unwrap()
+        .unwrap();
+    std::fs::remove_file(store.blob_path(&ct.blob_hash)).unwrap();
+    let mut bytes = std::fs::read(store.blob_path(&mr.blob_hash)).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(store.blob_path(&mr.blob_hash), bytes).unwrap();
+    let orphan = store.blob_path(&[0xab; 32]);
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    std::fs::write(&orphan, b"stray").unwrap();
+
+    let r = store.check(false).unwrap();
+    assert_eq!(r.instances, 3);
+    assert_eq!(r.missing.len(), 1);
+    assert_eq!(r.corrupt.len(), 1);
+    assert_eq!(r.orphans, vec![orphan.clone()]);
+    assert!(!r.is_clean());
+    let r = store.check(true).unwrap();
+    assert_eq!(r.removed, 1);
+    assert!(!orphan.exists());
+    // repair never touches referenced blobs: the corrupt one is still reported
+    assert_eq!(store.check(false).unwrap().corrupt.len(), 1);
+}

@@ -1,0 +1,36 @@
+//! The node's HTTP side (axum): health, Prometheus metrics and the REST API. DICOMweb and
+//! FHIR routes join here in later work.
+//!
+//! [`app`] builds the whole router from an [`AppState`], so tests can drive it without a
+//! socket.
+#![deny(missing_docs)]
+
+mod error;
+pub mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use renkei_dimse::Metrics;
+use renkei_store::Store;
+
+pub use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Arc<Store>,
+    /// DICOM-side metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(routes::health::router())
+        .merge(routes::metrics::router())
+        .merge(routes::statistics::router())
+        .with_state(state)
+}

@@ -1,0 +1,5 @@
+//! Route groups, each with its own `router()`.
+
+pub mod health;
+pub mod metrics;
+pub mod statistics;

@@ -1,0 +1,122 @@
+//! Node configuration: defaults, then a TOML file (`--config`), then command-line flags.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// A remote DICOM application entity the node knows (a modality, a workstation).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Remote {
+    /// Its AE title.
+    pub(crate) ae_title: String,
+    /// Host name or address.
+    pub(crate) host: String,
+    /// DICOM port.
+    pub(crate) port: u16,
+    /// Facility code it belongs to (used by regional sharing).
+    #[serde(default)]
+    pub(crate) facility: Option<String>,
+}
+
+impl std::str::FromStr for Remote {
+    type Err = anyhow::Error;
+
+    /// `AE@HOST:PORT`
+    fn from_str(s: &str) -> Result<Self> {
+        let (ae, addr) = s
+            .split_once('@')
+            .with_context(|| format!("remote {s:?}: expected AE@HOST:PORT"))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .with_context(|| format!("remote {s:?}: expected AE@HOST:PORT"))?;
+        let port = port
+            .parse()
+            .with_context(|| format!("remote {s:?}: bad port {port:?}"))?;
+        if ae.is_empty() || ae.len() > 16 {
+            bail!("remote {s:?}: AE title must be 1 to 16 characters");
+        }
+        Ok(Remote {
+            ae_title: ae.to_string(),
+            host: host.trim_matches(['[', ']']).to_string(),
+            port,
+            facility: None,
+        })
+    }
+}
+
+/// The config file's shape; every field optional (flags and defaults fill the rest).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    /// Data directory.
+    pub(crate) data_dir: Option<PathBuf>,
+    /// The node's AE title.
+    pub(crate) ae_title: Option<String>,
+    /// DICOM port.
+    pub(crate) dicom_port: Option<u16>,
+    /// HTTP port.
+    pub(crate) http_port: Option<u16>,
+    /// Address to bind both listeners to.
+    pub(crate) bind: Option<IpAddr>,
+    /// Accept any calling AE title even off loopback.
+    pub(crate) accept_any_ae: Option<bool>,
+    /// Associations served at once.
+    pub(crate) max_associations: Option<usize>,
+    /// Seconds of silence before an association is aborted.
+    pub(crate) idle_timeout_secs: Option<u64>,
+    /// Largest PDU accepted.
+    pub(crate) max_pdu: Option<u32>,
+    /// Known remote AEs.
+    #[serde(default)]
+    pub(crate) remote: Vec<Remote>,
+}
+
+impl FileConfig {
+    /// Read a TOML config file.
+    pub(crate) fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_remote_flag() {
+        let r: Remote = "CT01@10.0.0.5:104".parse().unwrap();
+        assert_eq!(
+            (r.ae_title.as_str(), r.host.as_str(), r.port),
+            ("CT01", "10.0.0.5", 104)
+        );
+        let r: Remote = "WS@[::1]:11112".parse().unwrap();
+        assert_eq!(r.host, "::1");
+        assert!("nope".parse::<Remote>().is_err());
+        assert!("A@h:notaport".parse::<Remote>().is_err());
+        assert!("@h:1".parse::<Remote>().is_err());
+    }
+
+    #[test]
+    fn parses_file() {
+        let c: FileConfig = toml::from_str(
+            r#"
+            ae_title = "PACS1"
+            dicom_port = 104
+            [[remote]]
+            ae_title = "CT01"
+            host = "10.0.0.5"
+            port = 104
+            facility = "1310000001"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.ae_title.as_deref(), Some("PACS1"));
+        assert_eq!(c.remote[0].facility.as_deref(), Some("1310000001"));
+        assert!(toml::from_str::<FileConfig>("nonsense = 1").is_err());
+    }
+}

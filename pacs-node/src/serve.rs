@@ -1,0 +1,156 @@
+//! `pacs-node serve`: resolve settings, open the store, run the DICOM and HTTP listeners
+//! until SIGINT/SIGTERM.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use renkei_dimse::{AcceptPolicy, Metrics, Scp, ScpOptions};
+use renkei_store::Store;
+use renkei_web::AppState;
+
+use crate::config::{FileConfig, Remote};
+use crate::ServeArgs;
+
+/// Everything `serve` needs, after defaults, config file and flags.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    data_dir: PathBuf,
+    bind: IpAddr,
+    dicom_port: u16,
+    http_port: u16,
+    scp: ScpOptions,
+    remotes: Vec<Remote>,
+}
+
+impl Settings {
+    /// Merge defaults < config file < flags.
+    pub(crate) fn resolve(args: ServeArgs) -> Result<Self> {
+        let file = match &args.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        let ae_title = args
+            .ae_title
+            .or(file.ae_title)
+            .unwrap_or_else(|| "RENKEI".into());
+        if ae_title.is_empty() || ae_title.len() > 16 || ae_title.contains('\\') {
+            bail!("AE title {ae_title:?} must be 1 to 16 characters without '\\'");
+        }
+        let bind = args
+            .bind
+            .or(file.bind)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let mut remotes = file.remote;
+        remotes.extend(args.remotes);
+        let accept_any = args.accept_any_ae || file.accept_any_ae.unwrap_or(false);
+        let accept = if bind.is_loopback() || accept_any {
+            AcceptPolicy::Any
+        } else {
+            if remotes.is_empty() {
+                warn!("bound to {bind} with no remote AE configured: every association will be rejected (add [[remote]] or --accept-any-ae)");
+            }
+            AcceptPolicy::listed(remotes.iter().map(|r| r.ae_title.as_str()))
+        };
+        let defaults = ScpOptions::default();
+        Ok(Settings {
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./renkei-data")),
+            bind,
+            dicom_port: args.dicom_port.or(file.dicom_port).unwrap_or(11112),
+            http_port: args.http_port.or(file.http_port).unwrap_or(8042),
+            scp: ScpOptions {
+                ae_title,
+                accept,
+                max_pdu: file.max_pdu.unwrap_or(defaults.max_pdu),
+                idle_timeout: file
+                    .idle_timeout_secs
+                    .map(Duration::from_secs)
+                    .unwrap_or(defaults.idle_timeout),
+                max_associations: file.max_associations.unwrap_or(defaults.max_associations),
+            },
+            remotes,
+        })
+    }
+}
+
+/// Run the node until a termination signal.
+pub(crate) async fn serve(s: Settings) -> Result<()> {
+    let store = {
+        let dir = s.data_dir.clone();
+        tokio::task::spawn_blocking(move || Store::open(&dir))
+            .await?
+            .with_context(|| format!("cannot open data dir {}", s.data_dir.display()))?
+    };
+    let store = Arc::new(store);
+    let metrics = Arc::new(Metrics::default());
+    let dicom_addr = SocketAddr::new(s.bind, s.dicom_port);
+    let http_addr = SocketAddr::new(s.bind, s.http_port);
+    let dicom = TcpListener::bind(dicom_addr)
+        .await
+        .with_context(|| format!("cannot listen for DICOM on {dicom_addr}"))?;
+    let http = TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
+    let stats = store.stats()?;
+    info!(
+        data_dir = %s.data_dir.display(),
+        ae_title = %s.scp.ae_title,
+        dicom = %dicom_addr,
+        http = %http_addr,
+        remotes = s.remotes.len(),
+        instances = stats.instances,
+        "Renkei node ready"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let scp = Arc::new(Scp::new(s.scp, store.clone(), metrics.clone()));
+    let dicom_task = tokio::spawn(scp.serve(dicom, stop_rx.clone()));
+    let app = renkei_web::app(AppState { store, metrics });
+    let mut http_stop = stop_rx.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(http, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.changed().await;
+            })
+            .await
+    });
+
+    shutdown_signal().await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = dicom_task.await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

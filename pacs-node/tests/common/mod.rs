@@ -1,0 +1,372 @@
+//! Shared fixtures of the node's integration tests: a node process on free loopback ports
+//! in a temp dir, the third-party peers (DCMTK, pynetdicom), and the test corpus.
+#![allow(dead_code, unreachable_pub)] // each test binary uses a different part
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The node binary under test.
+pub const NODE: &str = env!("CARGO_BIN_EXE_pacs-node");
+
+/// The repo's copy of the shared corpus.
+pub fn corpus(sub: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/corpus")
+        .join(sub)
+}
+
+/// Every file directly in a corpus folder, sorted.
+pub fn corpus_files(sub: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(corpus(sub))
+        .expect("corpus folder")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A free TCP port on loopback (bound then released: a race we accept in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Path of a peer program; fails the test with the install hint when it is missing.
+pub fn peer(program: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join(program);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{program} not found: run scripts/setup.sh (installs DCMTK and the Python peers)");
+}
+
+/// The Python of the peers' venv (pydicom, pynetdicom).
+pub fn peer_python() -> PathBuf {
+    let root = std::env::var("RENKEI_PEERS").unwrap_or_else(|_| "/tmp/renkei-peers".into());
+    let p = Path::new(&root).join("venv/bin/python");
+    assert!(
+        p.is_file(),
+        "{} missing: run scripts/setup.sh (creates the pynetdicom venv)",
+        p.display()
+    );
+    p
+}
+
+/// A DCMTK command with TCP_NODELAY set (Debian's DCMTK leaves Nagle on).
+pub fn dcmtk(program: &str) -> Command {
+    let mut c = Command::new(peer(program));
+    c.env("TCP_NODELAY", "1");
+    c
+}
+
+/// A running node.
+pub struct Node {
+    pub child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub dicom_port: u16,
+    pub http_port: u16,
+    pub ae_title: String,
+    pub log: PathBuf,
+}
+
+impl Node {
+    /// Start a node on `data_dir` with free ports and wait until it answers.
+    pub fn start(data_dir: &Path) -> Node {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Start with extra `serve` arguments.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Node {
+        let mut node = Node {
+            child: None,
+            data_dir: data_dir.to_path_buf(),
+            dicom_port: free_port(),
+            http_port: free_port(),
+            ae_title: "RENKEI".into(),
+            log: data_dir.with_extension("log"),
+        };
+        node.spawn(extra);
+        node
+    }
+
+    fn spawn(&mut self, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(NODE)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--ae-title", &self.ae_title])
+            .args(["--dicom-port", &self.dicom_port.to_string()])
+            .args(["--http-port", &self.http_port.to_string()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start pacs-node");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("pacs-node exited with {status}: {}", self.log_text());
+            }
+            if self
+                .http_get("/healthz")
+                .map(|(s, _)| s == 200)
+                .unwrap_or(false)
+                && TcpStream::connect(("127.0.0.1", self.dicom_port)).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("pacs-node did not become ready: {}", self.log_text());
+    }
+
+    /// The node's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stop with SIGTERM and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), 15);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if c.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("pacs-node did not stop on SIGTERM");
+        }
+    }
+
+    /// Kill with SIGKILL (a crash) and wait.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same data dir and ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn(&[]);
+    }
+
+    /// Start again after a kill.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none());
+        self.spawn(&[]);
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    /// A plain HTTP/1.1 GET on loopback: (status, body).
+    pub fn http_get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http_port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        let status = buf
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, dechunk(&body)))
+    }
+
+    /// `GET /api/statistics` parsed.
+    pub fn statistics(&self) -> serde_json::Value {
+        let (status, body) = self.http_get("/api/statistics").unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
+
+    /// A counter from /metrics.
+    pub fn metric(&self, name: &str) -> f64 {
+        let (_, body) = self.http_get("/metrics").unwrap();
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing in {body}"))
+    }
+
+    /// `echoscu` against the node; true on success.
+    pub fn echo(&self) -> bool {
+        dcmtk("echoscu")
+            .args([
+                "-aec",
+                &self.ae_title,
+                "127.0.0.1",
+                &self.dicom_port.to_string(),
+            ])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    /// Run `pacs-node SUBCOMMAND --data-dir DIR args...`.
+    pub fn admin(&self, sub: &[&str]) -> Output {
+        Command::new(NODE)
+            .args(sub)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn signal(pid: u32, sig: i32) {
+    // std can only SIGKILL; `kill` sends the others without unsafe code
+    let _ = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+fn dechunk(body: &str) -> String {
+    // axum answers small bodies with Content-Length, but accept chunked too
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((len_line, after)) = rest.split_once("\r\n") else {
+            return body.to_string();
+        };
+        let Ok(len) = usize::from_str_radix(len_line.trim(), 16) else {
+            return body.to_string();
+        };
+        if len == 0 {
+            return out;
+        }
+        if after.len() < len {
+            return body.to_string();
+        }
+        out.push_str(&after[..len]);
+        rest = after[len..].trim_start_matches("\r\n");
+    }
+}
+
+/// One line of `store_pynetdicom.py` output.
+#[derive(Debug, serde::Deserialize)]
+pub struct PyStoreResult {
+    pub file: String,
+    pub status: Option<u16>,
+    pub comment: Option<String>,
+    pub sop: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Send files with pynetdicom; one result per file.
+pub fn pynetdicom_store(node: &Node, files: &[PathBuf]) -> Vec<PyStoreResult> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/store_pynetdicom.py");
+    let out = Command::new(peer_python())
+        .arg(script)
+        .args(["127.0.0.1", &node.dicom_port.to_string(), &node.ae_title])
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "store_pynetdicom.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The dataset bytes of a DICOM file (everything after the file meta group).
+pub fn dataset_bytes(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(
+        &bytes[128..132],
+        b"DICM",
+        "{} has no preamble",
+        path.display()
+    );
+    // (0002,0000) UL group length: tag 4 + VR 2 + length 2 + value 4
+    let group_len = u32::from_le_bytes(bytes[140..144].try_into().unwrap()) as usize;
+    bytes[144 + group_len..].to_vec()
+}
+
+/// The `renkei` CLI built beside the node (`cargo test --workspace` builds both).
+pub fn renkei_cli() -> PathBuf {
+    let p = Path::new(NODE).with_file_name("renkei");
+    assert!(
+        p.is_file(),
+        "{} missing: build the workspace (cargo test --workspace --release)",
+        p.display()
+    );
+    p
+}
+
+/// Generate `n` CT-like instances (`size`×`size`, 16-bit) with fresh UIDs into `dir`.
+pub fn synth(dir: &Path, n: usize, per_series: usize, size: u16) -> Vec<PathBuf> {
+    let out = Command::new(renkei_cli())
+        .args(["synth", "--out"])
+        .arg(dir)
+        .args([
+            "--count",
+            &n.to_string(),
+            "--per-series",
+            &per_series.to_string(),
+        ])
+        .args(["--rows", &size.to_string(), "--cols", &size.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "renkei synth failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), n);
+    files
+}

@@ -1,0 +1,193 @@
+//! Issue 2, point 1: real peers (DCMTK echoscu/storescu/dcmsend, pynetdicom) store every
+//! file of the valid corpus; a restart finds them all; a re-send is "already stored".
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+
+use common::*;
+
+#[test]
+fn every_valid_file_is_stored_and_survives_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut node = Node::start(&tmp.path().join("data"));
+    assert!(node.echo(), "echoscu failed: {}", node.log_text());
+
+    let files = corpus_files("valid");
+    assert!(files.len() >= 40, "corpus copy incomplete");
+
+    // pynetdicom sends every file in its own transfer syntax: each must succeed
+    let results = pynetdicom_store(&node, &files);
+    assert_eq!(results.len(), files.len());
+    let failed: Vec<_> = results.iter().filter(|r| r.status != Some(0)).collect();
+    assert!(
+        failed.is_empty(),
+        "not stored: {failed:#?}\n{}",
+        node.log_text()
+    );
+
+    // several corpus files share a SOP Instance UID on purpose (one image in several
+    // transfer syntaxes): the last version sent replaces the others
+    let by_sop: HashMap<&str, &str> = results
+        .iter()
+        .map(|r| (r.sop.as_deref().unwrap(), r.file.as_str()))
+        .collect();
+    let unique = by_sop.len() as u64;
+    let stats = node.statistics();
+    assert_eq!(stats["instances"], unique, "{stats}");
+
+    // DCMTK's dcmsend proposes each file's own syntax; storescu converts to uncompressed.
+    let dcmsend = dcmtk("dcmsend")
+        .args([
+            "-aec",
+            &node.ae_title,
+            "127.0.0.1",
+            &node.dicom_port.to_string(),
+        ])
+        .args(["--scan-directories", "--no-halt"])
+        .arg(corpus("valid"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&dcmsend.stdout).to_string()
+        + &String::from_utf8_lossy(&dcmsend.stderr);
+    assert!(
+        !text.contains("Failed") || text.contains("with error: 0"),
+        "dcmsend reported failures:\n{text}"
+    );
+    let uncompressed: Vec<_> = files
+        .iter()
+        .filter(|f| {
+            let name = f.file_name().unwrap().to_str().unwrap();
+            [
+                "CT_small.dcm",
+                "MR_small.dcm",
+                "MR_small_implicit.dcm",
+                "rtplan.dcm",
+                "reportsi.dcm",
+            ]
+            .contains(&name)
+        })
+        .collect();
+    let storescu = dcmtk("storescu")
+        .args([
+            "-aec",
+            &node.ae_title,
+            "127.0.0.1",
+            &node.dicom_port.to_string(),
+        ])
+        .args(&uncompressed)
+        .output()
+        .unwrap();
+    assert!(
+        storescu.status.success(),
+        "storescu failed: {}{}",
+        String::from_utf8_lossy(&storescu.stdout),
+        String::from_utf8_lossy(&storescu.stderr)
+    );
+
+    // restart: everything is still there, as the node and `pacs-node stats` see it
+    let before = node.statistics();
+    node.restart();
+    assert_eq!(node.statistics(), before);
+    let out = node.admin(&["stats", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli, before);
+    assert_eq!(before["instances"], unique);
+
+    // re-send the files whose SOP Instance UID is unique in the corpus: identical bytes,
+    // so each is reported as already stored and nothing new is written
+    let counts = results.iter().fold(HashMap::new(), |mut m, r| {
+        *m.entry(r.sop.clone().unwrap()).or_insert(0) += 1;
+        m
+    });
+    let singles: Vec<_> = results
+        .iter()
+        .filter(|r| counts[r.sop.as_ref().unwrap()] == 1)
+        .map(|r| std::path::PathBuf::from(&r.file))
+        .collect();
+    let dup_before = node.metric("renkei_cstore_duplicate_total");
+    let again = pynetdicom_store(&node, &singles);
+    assert!(again.iter().all(|r| r.status == Some(0)), "{again:#?}");
+    let dup_after = node.metric("renkei_cstore_duplicate_total");
+    assert_eq!(dup_after - dup_before, singles.len() as f64);
+    assert_eq!(node.statistics(), before);
+    assert!(node.log_text().contains("already stored"));
+
+    // and the whole store is consistent
+    node.stop();
+    let check = node.admin(&["check"]);
+    assert!(
+        check.status.success(),
+        "check: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let distinct: HashSet<_> = by_sop.keys().collect();
+    assert_eq!(distinct.len() as u64, unique);
+}
+
+#[test]
+fn echo_and_unknown_ae_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    // bound to loopback: any calling AE is accepted
+    let node = Node::start(&tmp.path().join("a"));
+    let out = dcmtk("echoscu")
+        .args([
+            "-aet",
+            "ANYBODY",
+            "-aec",
+            "RENKEI",
+            "127.0.0.1",
+            &node.dicom_port.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    drop(node);
+
+    // off loopback (0.0.0.0 is not loopback) only listed AEs: an unknown one is rejected
+    // with "calling AE title not recognized"
+    let node = Node::start_with(
+        &tmp.path().join("b"),
+        &["--bind", "0.0.0.0", "--remote", "CT01@127.0.0.1:104"],
+    );
+    let known = dcmtk("echoscu")
+        .args([
+            "-aet",
+            "CT01",
+            "-aec",
+            "RENKEI",
+            "127.0.0.1",
+            &node.dicom_port.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        known.status.success(),
+        "{}",
+        String::from_utf8_lossy(&known.stderr)
+    );
+    let unknown = dcmtk("echoscu")
+        .args([
+            "-aet",
+            "INTRUDER",
+            "-aec",
+            "RENKEI",
+            "127.0.0.1",
+            &node.dicom_port.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    let text = String::from_utf8_lossy(&unknown.stderr).to_string()
+        + &String::from_utf8_lossy(&unknown.stdout);
+    assert!(
+        text.contains("Calling AE Title Not Recognized")
+            || text.contains("calling AE title not recognized"),
+        "{text}"
+    );
+}

@@ -1,0 +1,76 @@
+/*!
+`renkei`: command-line tools for testing and feeding a DICOM node.
+
+- `renkei echo HOST PORT`: is the node reachable, does it accept us (C-ECHO)
+- `renkei store HOST PORT FILE|DIR...`: send files as they are (C-STORE)
+- `renkei synth --out DIR --count N`: write synthetic CT images for load tests
+
+Each subcommand lives in its own module; connection flags are shared
+(`connection`), and so are the DIMSE helpers (`dimse`).
+*/
+
+mod connection;
+mod dimse;
+mod echo;
+mod store;
+mod synth;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "renkei",
+    version,
+    about = "Test and feed DICOM nodes: echo, store, synthetic images",
+    long_about = "Command-line tools for Renkei and any other DICOM node (PACS, modality, \
+workstation).\n\n\
+Network commands take the node's HOST and PORT first, then DCMTK-style options: \
+-aet (our AE title) and -aec (the node's AE title).",
+    after_help = "Run `renkei help <command>` for details on each command."
+)]
+struct Cli {
+    /// Print debug details (association negotiation, each file).
+    #[arg(short, long, global = true)]
+    verbose: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Echo(echo::EchoArgs),
+    Store(store::StoreArgs),
+    Synth(synth::SynthArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(connection::rewrite_dcmtk_args(std::env::args_os()));
+    init_logging(cli.verbose);
+    let result = match &cli.command {
+        Command::Echo(args) => echo::run(args),
+        Command::Store(args) => store::run(args),
+        Command::Synth(args) => synth::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("renkei: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if verbose { "debug" } else { "warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(verbose)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
