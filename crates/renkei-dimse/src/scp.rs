@@ -398,7 +398,11 @@ impl Scp {
 fn failure_of(e: &StoreError) -> (u16, String) {
     match e {
         StoreError::OutOfSpace { .. } => (status::OUT_OF_RESOURCES, "out of storage space".into()),
-        StoreError::Unparseable(m) => (status::CANNOT_UNDERSTAND, format!("cannot parse: {m}")),
+        // the comment holds 64 characters: the innermost cause says the most
+        StoreError::Unparseable(m) => (
+            status::CANNOT_UNDERSTAND,
+            format!("cannot parse: {}", m.rsplit(": ").next().unwrap_or(m)),
+        ),
         StoreError::Invalid(m) => (status::DATASET_MISMATCH, m.clone()),
         other => {
             warn!(error = %other, "storage error");

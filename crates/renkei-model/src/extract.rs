@@ -2,7 +2,8 @@
 //! Data). Text arrives already decoded to UTF-8 by dicom-rs according to Specific Character
 //! Set (only its first value, dicom-rs #443; full ISO 2022 comes with the query work).
 
-use dicom_core::Tag;
+use dicom_core::value::Value;
+use dicom_core::{PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
@@ -100,11 +101,24 @@ pub fn extract_record(
 
 /// A text value, decoded, with multiple values joined by `\` and padding trimmed; empty
 /// when absent or not convertible.
+///
+/// A standard attribute that arrives with VR UN (some converters write every element so)
+/// is read as text anyway: PS3.5 6.2.2 says to interpret UN by the dictionary VR, and all
+/// the attributes we index as text are string VRs.
 pub fn text(obj: &InMemDicomObject, tag: Tag) -> String {
-    obj.get(tag)
-        .and_then(|e| e.to_str().ok())
-        .map(|s| s.trim_matches(['\0', ' ']).to_string())
-        .unwrap_or_default()
+    let Some(e) = obj.get(tag) else {
+        return String::new();
+    };
+    let s = match (e.vr(), e.value()) {
+        (VR::UN, Value::Primitive(PrimitiveValue::U8(bytes))) => {
+            String::from_utf8_lossy(bytes).into_owned()
+        }
+        _ => match e.to_str() {
+            Ok(s) => s.into_owned(),
+            Err(_) => return String::new(),
+        },
+    };
+    s.trim_matches(['\0', ' ']).to_string()
 }
 
 fn required_uid(
@@ -143,15 +157,22 @@ fn integer(obj: &InMemDicomObject, tag: Tag) -> Option<i32> {
 }
 
 fn unsigned16(obj: &InMemDicomObject, tag: Tag) -> u16 {
-    obj.get(tag)
-        .and_then(|e| e.to_int::<u16>().ok())
-        .unwrap_or(0)
+    let Some(e) = obj.get(tag) else {
+        return 0;
+    };
+    match (e.vr(), e.value()) {
+        // a US attribute that arrived as UN: two little-endian bytes (see `text`)
+        (VR::UN, Value::Primitive(PrimitiveValue::U8(b))) if b.len() == 2 => {
+            u16::from_le_bytes([b[0], b[1]])
+        }
+        _ => e.to_int::<u16>().unwrap_or(0),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_core::DataElement;
 
     fn put(obj: &mut InMemDicomObject, tag: Tag, vr: VR, v: &str) {
         obj.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
@@ -204,6 +225,24 @@ mod tests {
         assert_eq!(r.study.patient, r.patient.key);
         assert_eq!(r.series.series_number, Some(3));
         assert_eq!(r.series.modality, "CT");
+    }
+
+    #[test]
+    fn reads_standard_attributes_sent_as_un() {
+        let mut o = minimal();
+        o.put(DataElement::new(
+            tags::STUDY_INSTANCE_UID,
+            VR::UN,
+            PrimitiveValue::U8(b"1.2.840.99\0".as_slice().into()),
+        ));
+        o.put(DataElement::new(
+            tags::ROWS,
+            VR::UN,
+            PrimitiveValue::U8([0x00, 0x02].as_slice().into()),
+        ));
+        let r = extract_record(&o, "1.2.840.10008.1.2").unwrap();
+        assert_eq!(r.study.study_uid, "1.2.840.99");
+        assert_eq!(r.instance.rows, 512);
     }
 
     #[test]

@@ -14,7 +14,9 @@ use dicom_dictionary_std::tags;
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::OpenFileOptions;
 
-use renkei_model::uid::{trim_uid, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
+use renkei_model::uid::{
+    is_valid_uid, trim_uid, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME,
+};
 use renkei_model::{extract_record, InstanceRecord};
 
 use std::io::{Read, Seek, SeekFrom};
@@ -70,6 +72,14 @@ pub enum IngestOutcome {
 impl Store {
     /// Start receiving an instance: a spool with the preamble and a file meta group.
     pub fn begin_ingest(&self, meta: IngestMeta) -> Result<Ingest> {
+        for (what, uid) in [
+            ("Affected SOP Class UID", &meta.sop_class_uid),
+            ("Affected SOP Instance UID", &meta.sop_instance_uid),
+        ] {
+            if !is_valid_uid(trim_uid(uid)) {
+                return Err(StoreError::Invalid(format!("invalid {what} {uid:?}")));
+            }
+        }
         let header = file_header(
             &meta.sop_class_uid,
             &meta.sop_instance_uid,
@@ -126,10 +136,12 @@ impl Store {
         let obj = OpenFileOptions::new()
             .read_until(tags::PIXEL_DATA)
             .open_file(spool.path())
-            .map_err(|e| StoreError::Unparseable(e.to_string()))?;
+            .map_err(|e| StoreError::Unparseable(error_chain(&e)))?;
         let mut rec = extract_record(&obj, &meta.transfer_syntax)
             .map_err(|e| StoreError::Invalid(format!("cannot index the dataset: {e}")))?;
         drop(obj);
+        crate::validate::check_complete(spool.path(), header_len, &meta.transfer_syntax)
+            .map_err(StoreError::Unparseable)?;
         // The dataset's own UIDs identify the object. Some senders put other values in the
         // command (e.g. copied from a stale file meta group); refusing them would lose an
         // image other PACS accept, so the dataset wins and the blob's meta is rewritten to
@@ -270,4 +282,17 @@ fn file_header(sop_class: &str, sop_uid: &str, ts: &str) -> Result<Vec<u8>> {
         .write(&mut header)
         .map_err(|e| StoreError::Invalid(format!("cannot write file meta: {e}")))?;
     Ok(header)
+}
+
+/// An error with its causes, `outer: inner: innermost` (dicom-rs puts the useful part in
+/// the sources).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        out.push_str(": ");
+        out.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    out
 }

@@ -129,7 +129,21 @@ fn stored_blob_is_a_readable_file_with_the_sent_dataset() {
 fn bad_datasets_are_refused_and_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let (meta, data) = as_received(&corpus("valid/CT_small.dcm"));
+    let (meta, data) = as_received(&corpus("valid/MR_small.dcm"));
+
+    // a data set cut short inside its pixel data
+    let err = store_bytes(&store, meta.clone(), &data[..data.len() - 100]).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+
+    // a command whose SOP Instance UID is not a UID
+    let mut bad = meta.clone();
+    bad.sop_instance_uid = "dccc9599".into();
+    let err = store_bytes(&store, bad, &data).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("invalid Affected SOP Instance UID"),
+        "{err}"
+    );
 
     // garbage bytes
     let err = store_bytes(&store, meta.clone(), &[0xff; 100]).unwrap_err();

@@ -10,9 +10,9 @@ import json
 import sys
 
 from pydicom import dcmread
+from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian
 from pynetdicom import AE
-from pynetdicom.presentation import build_context
 
 
 def describe(path):
@@ -22,7 +22,9 @@ def describe(path):
         return None, None, None, f"pydicom cannot read: {e}"
     meta = getattr(ds, "file_meta", None)
     ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
-    sop_class = getattr(ds, "SOPClassUID", None) or (getattr(meta, "MediaStorageSOPClassUID", None) if meta else None)
+    sop_class = getattr(ds, "SOPClassUID", None)
+    if not sop_class and meta is not None:
+        sop_class = getattr(meta, "MediaStorageSOPClassUID", None)
     sop = getattr(ds, "SOPInstanceUID", None)
     has_meta = ts is not None
     if ts is None:
@@ -46,7 +48,7 @@ def main():
             continue
         ae = AE(ae_title="PYNETDICOM")
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-        ae.add_requested_context(build_context(str(sop_class), [str(ts)]))
+        ae.add_requested_context(str(sop_class), [str(ts)])
         assoc = ae.associate(host, port, ae_title=called)
         if not assoc.is_established:
             print(json.dumps({"file": path, "status": None, "comment": None, "sop": sop, "error": "association rejected or aborted"}), file=out, flush=True)
@@ -55,8 +57,10 @@ def main():
             if has_meta:
                 rsp = assoc.send_c_store(path)
             else:
+                # no file meta: tell pynetdicom the syntax pydicom read it in
                 ds = dcmread(path, force=True)
-                ds.file_meta = None
+                ds.file_meta = FileMetaDataset()
+                ds.file_meta.TransferSyntaxUID = ts
                 rsp = assoc.send_c_store(ds)
             status = int(rsp.Status) if rsp is not None and "Status" in rsp else None
             comment = str(rsp.ErrorComment) if rsp is not None and "ErrorComment" in rsp else None
