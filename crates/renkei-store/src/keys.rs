@@ -259,7 +259,7 @@ mod tests {
 
     #[test]
     fn sort_order_follows_components() {
-        let mut keys = vec![
+        let mut keys = [
             series_instance("1.2", "1.2.10"),
             series_instance("1.1", "9"),
             series_instance("1.2", "1.2.9"),
