@@ -17,7 +17,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Result, StoreError};
 
-/// Size of the spool's write buffer; PDVs arrive in pieces up to the max PDU size.
+/// Size of the spool's write buffer. Measured: writing in 256 KiB pieces aligned from the
+/// file's start beat passing PDVs straight through (64 KiB buffer) by a wide margin on
+/// ingest throughput, despite the extra copy.
 const SPOOL_BUFFER: usize = 256 * 1024;
 
 /// The blob directory tree of one data dir.
