@@ -91,12 +91,7 @@ fn acknowledged_instances_survive_sigkill() {
         );
     }
     drop(store);
-    let check = node.admin(&["check"]);
-    assert!(
-        check.status.success(),
-        "check after crash: {}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    node.assert_check_clean();
 }
 
 fn sop_uid(path: &std::path::Path) -> String {

@@ -147,12 +147,7 @@ fn edge_files_get_an_answer_and_hurt_nothing() {
     );
 
     node.stop();
-    let check = node.admin(&["check"]);
-    assert!(
-        check.status.success(),
-        "check: {}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    node.assert_check_clean();
     // the valid files sent first are still there with their bytes (the SOP UID of
     // CT_small is shared with an edge file with other bytes, so only MR_small is checked
     // byte for byte if no edge file replaced it)

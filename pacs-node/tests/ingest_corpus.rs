@@ -110,6 +110,28 @@ fn every_valid_file_is_stored_and_survives_restart() {
 
     assert_eq!(node.statistics()["instances"], unique);
 
+    // our own CLI sends the same corpus over two associations, each file in its syntax
+    let cli = std::process::Command::new(renkei_cli())
+        .args([
+            "store",
+            "127.0.0.1",
+            &node.dicom_port.to_string(),
+            "-j",
+            "2",
+            "--timeout",
+            "20",
+        ])
+        .arg(corpus("valid"))
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "renkei store: {}{}",
+        String::from_utf8_lossy(&cli.stdout),
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert_eq!(node.statistics()["instances"], unique);
+
     // restart: everything is still there, as the node and `pacs-node stats` see it
     let before = node.statistics();
     node.restart();
@@ -126,12 +148,7 @@ fn every_valid_file_is_stored_and_survives_restart() {
 
     // and the whole store is consistent
     node.stop();
-    let check = node.admin(&["check"]);
-    assert!(
-        check.status.success(),
-        "check: {}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    node.assert_check_clean();
     let distinct: HashSet<_> = by_sop.keys().collect();
     assert_eq!(distinct.len() as u64, unique);
 }
@@ -141,17 +158,7 @@ fn echo_and_unknown_ae_policy() {
     let tmp = tempfile::tempdir().unwrap();
     // bound to loopback: any calling AE is accepted
     let node = Node::start(&tmp.path().join("a"));
-    let out = dcmtk("echoscu")
-        .args([
-            "-aet",
-            "ANYBODY",
-            "-aec",
-            "RENKEI",
-            "127.0.0.1",
-            &node.dicom_port.to_string(),
-        ])
-        .output()
-        .unwrap();
+    let out = node.echo_as("ANYBODY");
     assert!(out.status.success());
     drop(node);
 
@@ -161,33 +168,13 @@ fn echo_and_unknown_ae_policy() {
         &tmp.path().join("b"),
         &["--bind", "0.0.0.0", "--remote", "CT01@127.0.0.1:104"],
     );
-    let known = dcmtk("echoscu")
-        .args([
-            "-aet",
-            "CT01",
-            "-aec",
-            "RENKEI",
-            "127.0.0.1",
-            &node.dicom_port.to_string(),
-        ])
-        .output()
-        .unwrap();
+    let known = node.echo_as("CT01");
     assert!(
         known.status.success(),
         "{}",
         String::from_utf8_lossy(&known.stderr)
     );
-    let unknown = dcmtk("echoscu")
-        .args([
-            "-aet",
-            "INTRUDER",
-            "-aec",
-            "RENKEI",
-            "127.0.0.1",
-            &node.dicom_port.to_string(),
-        ])
-        .output()
-        .unwrap();
+    let unknown = node.echo_as("INTRUDER");
     assert!(!unknown.status.success());
     let text = String::from_utf8_lossy(&unknown.stderr).to_string()
         + &String::from_utf8_lossy(&unknown.stdout);

@@ -10,7 +10,6 @@ use std::path::Path;
 
 use dicom_encoding::transfer_syntax::{Codec, TransferSyntaxIndex};
 use dicom_parser::dataset::lazy_read::LazyDataSetReader;
-use dicom_parser::dataset::LazyDataToken;
 use dicom_parser::StatefulDecode;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
@@ -30,38 +29,27 @@ pub(crate) fn check_complete(path: &Path, offset: u64, ts_uid: &str) -> Result<(
         .map_err(|e| e.to_string())?;
     let mut reader = LazyDataSetReader::new_with_ts(BufReader::with_capacity(64 * 1024, file), ts)
         .map_err(|e| e.to_string())?;
+    // Every token but a delimiter consumes bytes; a reader that keeps yielding tokens
+    // beyond this bound is stuck on malformed input, and must not hang the association.
+    let mut budget = total / 4 + 4096;
     while let Some(token) = reader.advance() {
+        budget = budget
+            .checked_sub(1)
+            .ok_or_else(|| "malformed data set: the parser does not advance".to_string())?;
         let token = token.map_err(|e| e.to_string())?;
-        // Large values (pixel data, fragments) are jumped over with a seek instead of being
-        // read: the check then costs a few syscalls, not a second copy of the object.
-        let (len, decoder) = match token {
-            LazyDataToken::LazyValue { header, decoder } if header.len.0 >= SEEK_OVER => {
-                (header.len.0, decoder)
-            }
-            LazyDataToken::LazyItemValue { len, decoder } if len >= SEEK_OVER => (len, decoder),
-            other => {
-                other.skip().map_err(|e| e.to_string())?;
-                continue;
-            }
-        };
-        let end = decoder.position() + u64::from(len);
-        if end > total {
-            return Err(truncated(end - total));
-        }
-        decoder.seek(end).map_err(|e| e.to_string())?;
+        // Values are read and dropped, not seeked over: dicom-parser's seek does not move
+        // the position the reader uses to find the end of items, and it then loops.
+        // Reading from the page cache costs little next to the fsync that follows.
+        token.skip().map_err(|e| e.to_string())?;
     }
     // skipping does not notice a short read: compare what the data set declared with
     // what the file holds
     let declared_end = reader.into_decoder().position();
     if declared_end > total {
-        return Err(truncated(declared_end - total));
+        return Err(format!(
+            "data set truncated: it declares {} more bytes than were received",
+            declared_end - total
+        ));
     }
     Ok(())
-}
-
-/// Values at least this long are seeked over rather than read.
-const SEEK_OVER: u32 = 16 * 1024;
-
-fn truncated(missing: u64) -> String {
-    format!("data set truncated: it declares {missing} more bytes than were received")
 }

@@ -98,6 +98,25 @@ fn new_duplicate_and_replaced() {
 }
 
 #[test]
+fn every_valid_corpus_file_stores() {
+    // encapsulated (JPEG, JPEG 2000, RLE), deflated, big endian, multi-frame, no pixels
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(corpus("valid"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in files {
+        let (meta, data) = as_received(&f);
+        if let Err(e) = store_bytes(&store, meta, &data) {
+            panic!("{}: {e}", f.display());
+        }
+    }
+    assert!(store.check(false).unwrap().is_clean());
+}
+
+#[test]
 fn stored_blob_is_a_readable_file_with_the_sent_dataset() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();

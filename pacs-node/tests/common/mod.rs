@@ -228,16 +228,26 @@ impl Node {
 
     /// `echoscu` against the node; true on success.
     pub fn echo(&self) -> bool {
+        self.echo_as("ECHOSCU").status.success()
+    }
+
+    /// `echoscu` with calling AE title `aet`; its output.
+    pub fn echo_as(&self, aet: &str) -> Output {
         dcmtk("echoscu")
-            .args([
-                "-aec",
-                &self.ae_title,
-                "127.0.0.1",
-                &self.dicom_port.to_string(),
-            ])
+            .args(["-aet", aet, "-aec", &self.ae_title])
+            .args(["127.0.0.1", &self.dicom_port.to_string()])
             .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
+            .unwrap()
+    }
+
+    /// `pacs-node check` must pass (run with the node stopped).
+    pub fn assert_check_clean(&self) {
+        let check = self.admin(&["check"]);
+        assert!(
+            check.status.success(),
+            "check: {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
     }
 
     /// Run `pacs-node SUBCOMMAND --data-dir DIR args...`.
