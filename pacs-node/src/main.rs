@@ -100,7 +100,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            rt.block_on(serve::serve(settings))?;
+            let result = rt.block_on(serve::serve(settings));
+            // Stores still on the blocking pool were not acknowledged; do not wait long for
+            // them (their spools are cleaned up at the next start).
+            rt.shutdown_timeout(std::time::Duration::from_secs(10));
+            result?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { data_dir, repair } => check(&data_dir, repair),
