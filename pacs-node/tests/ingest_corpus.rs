@@ -184,3 +184,48 @@ fn echo_and_unknown_ae_policy() {
         "{text}"
     );
 }
+
+#[test]
+fn association_limit_rejects_transient_then_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("node.toml");
+    std::fs::write(&config, "max_associations = 1\nidle_timeout_secs = 30\n").unwrap();
+    let node = Node::start_with(
+        &tmp.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    // pynetdicom holds the only slot for a few seconds
+    let holder = std::process::Command::new(peer_python())
+        .arg("-c")
+        .arg(format!(
+            "from pynetdicom import AE\nimport time\nae=AE()\nae.add_requested_context('1.2.840.10008.1.1')\n\
+             a=ae.associate('127.0.0.1',{},ae_title='RENKEI')\nprint(a.is_established, flush=True)\n\
+             time.sleep(4)\na.release()\n",
+            node.dicom_port
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "True");
+    let busy = node.echo_as("SECOND");
+    assert!(!busy.status.success());
+    let text =
+        String::from_utf8_lossy(&busy.stderr).to_string() + &String::from_utf8_lossy(&busy.stdout);
+    assert!(
+        text.contains("Rejected Transient") && text.contains("Local Limit Exceeded"),
+        "{text}"
+    );
+    // once the slot is free again, associations are accepted
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !node.echo() {
+        assert!(std::time::Instant::now() < deadline, "slot never freed");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(node.metric("renkei_associations_rejected_total") >= 1.0);
+}
