@@ -195,7 +195,7 @@ fn association_limit_rejects_transient_then_recovers() {
         &["--config", config.to_str().unwrap()],
     );
     // pynetdicom holds the only slot for a few seconds
-    let holder = std::process::Command::new(peer_python())
+    let mut holder = std::process::Command::new(peer_python())
         .arg("-c")
         .arg(format!(
             "from pynetdicom import AE\nimport time\nae=AE()\nae.add_requested_context('1.2.840.10008.1.1')\n\
@@ -208,7 +208,7 @@ fn association_limit_rejects_transient_then_recovers() {
         .unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.unwrap()),
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
         &mut line,
     )
     .unwrap();
@@ -228,4 +228,5 @@ fn association_limit_rejects_transient_then_recovers() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert!(node.metric("renkei_associations_rejected_total") >= 1.0);
+    assert!(holder.wait().unwrap().success());
 }
