@@ -69,6 +69,10 @@ pub(crate) struct FileConfig {
     pub(crate) idle_timeout_secs: Option<u64>,
     /// Largest PDU accepted.
     pub(crate) max_pdu: Option<u32>,
+    /// Free space (MiB) to keep on the data dir's file system; stores are refused below it.
+    pub(crate) min_free_mb: Option<u64>,
+    /// Seconds a C-STORE may take to become durable before it is answered as failed.
+    pub(crate) store_timeout_secs: Option<u64>,
     /// Known remote AEs.
     #[serde(default)]
     pub(crate) remote: Vec<Remote>,

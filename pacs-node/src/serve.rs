@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use renkei_dimse::{AcceptPolicy, Metrics, Scp, ScpOptions};
-use renkei_store::Store;
+use renkei_store::{Store, StoreOptions};
 use renkei_web::AppState;
 
 use crate::config::{FileConfig, Remote};
@@ -22,6 +22,7 @@ use crate::ServeArgs;
 #[derive(Debug)]
 pub(crate) struct Settings {
     data_dir: PathBuf,
+    store: StoreOptions,
     bind: IpAddr,
     dicom_port: u16,
     http_port: u16,
@@ -64,6 +65,12 @@ impl Settings {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("./renkei-data")),
+            store: StoreOptions {
+                min_free_bytes: file
+                    .min_free_mb
+                    .map(|mb| mb << 20)
+                    .unwrap_or(StoreOptions::default().min_free_bytes),
+            },
             bind,
             dicom_port: args.dicom_port.or(file.dicom_port).unwrap_or(11112),
             http_port: args.http_port.or(file.http_port).unwrap_or(8042),
@@ -76,6 +83,10 @@ impl Settings {
                     .map(Duration::from_secs)
                     .unwrap_or(defaults.idle_timeout),
                 max_associations: file.max_associations.unwrap_or(defaults.max_associations),
+                store_timeout: file
+                    .store_timeout_secs
+                    .map(Duration::from_secs)
+                    .unwrap_or(defaults.store_timeout),
             },
             remotes,
         })
@@ -85,8 +96,8 @@ impl Settings {
 /// Run the node until a termination signal.
 pub(crate) async fn serve(s: Settings) -> Result<()> {
     let store = {
-        let dir = s.data_dir.clone();
-        tokio::task::spawn_blocking(move || Store::open(&dir))
+        let (dir, options) = (s.data_dir.clone(), s.store);
+        tokio::task::spawn_blocking(move || Store::open_with(&dir, options))
             .await?
             .with_context(|| format!("cannot open data dir {}", s.data_dir.display()))?
     };

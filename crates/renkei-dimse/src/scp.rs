@@ -44,6 +44,9 @@ pub struct ScpOptions {
     pub accept: AcceptPolicy,
     /// Associations served at once; more are rejected as transient "local limit exceeded".
     pub max_associations: usize,
+    /// How long the durable part of a C-STORE may take before the request is answered
+    /// with "out of resources" (a stalled disk must not hang the sender forever).
+    pub store_timeout: Duration,
 }
 
 impl Default for ScpOptions {
@@ -54,6 +57,7 @@ impl Default for ScpOptions {
             idle_timeout: Duration::from_secs(60),
             accept: AcceptPolicy::Any,
             max_associations: 64,
+            store_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -351,10 +355,18 @@ impl Scp {
             (None, None) => Err((status::OUT_OF_RESOURCES, "storage unavailable".into())),
             (Some(ingest), None) => {
                 let store = self.store.clone();
-                match tokio::task::spawn_blocking(move || store.finish_ingest(ingest)).await {
-                    Ok(Ok((outcome, rec))) => Ok((outcome, rec.sop_uid)),
-                    Ok(Err(e)) => Err(failure_of(&e)),
-                    Err(e) => Err((status::OUT_OF_RESOURCES, format!("store task failed: {e}"))),
+                let task = tokio::task::spawn_blocking(move || store.finish_ingest(ingest));
+                match tokio::time::timeout(self.options.store_timeout, task).await {
+                    Ok(Ok(Ok((outcome, rec)))) => Ok((outcome, rec.sop_uid)),
+                    Ok(Ok(Err(e))) => Err(failure_of(&e)),
+                    Ok(Err(e)) => {
+                        Err((status::OUT_OF_RESOURCES, format!("store task failed: {e}")))
+                    }
+                    // the commit may still land later; a re-send is then "already stored"
+                    Err(_) => Err((
+                        status::OUT_OF_RESOURCES,
+                        "storage did not answer in time".into(),
+                    )),
                 }
             }
         };

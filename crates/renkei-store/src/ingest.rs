@@ -72,6 +72,7 @@ pub enum IngestOutcome {
 impl Store {
     /// Start receiving an instance: a spool with the preamble and a file meta group.
     pub fn begin_ingest(&self, meta: IngestMeta) -> Result<Ingest> {
+        self.check_free_space()?;
         for (what, uid) in [
             ("Affected SOP Class UID", &meta.sop_class_uid),
             ("Affected SOP Instance UID", &meta.sop_instance_uid),
@@ -172,6 +173,8 @@ impl Store {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let old = self.instance(&rec.instance.sop_uid)?;
+        // the object may have eaten into the reserve while it arrived
+        self.check_free_space()?;
         let published = self.blobs.publish(&mut spool)?;
         if let Some(old) = &old {
             if old.blob_hash == published.hash {

@@ -32,10 +32,28 @@ use index::Index;
 /// Number of lock stripes serialising stores of the same SOP Instance UID.
 const UID_LOCK_STRIPES: usize = 256;
 
+/// Settings of a store.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// Free space to keep on the data dir's file system. Below it, new objects are
+    /// refused as "out of storage space" before anything is written, so that RocksDB's own
+    /// writes never meet a full disk (where it stalls writers until space returns).
+    pub min_free_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            min_free_bytes: 1 << 30,
+        }
+    }
+}
+
 /// A node's storage: blobs and index under one data dir.
 #[derive(Debug)]
 pub struct Store {
     data_dir: PathBuf,
+    options: StoreOptions,
     blobs: BlobStore,
     index: Index,
     /// Two stores of the same SOP Instance UID must not interleave their read of the old
@@ -69,13 +87,20 @@ pub struct Stats {
 }
 
 impl Store {
-    /// Open (creating) the store in `data_dir`; removes temp files of interrupted transfers.
+    /// Open (creating) the store in `data_dir` with default options; removes temp files of
+    /// interrupted transfers.
     pub fn open(data_dir: &Path) -> Result<Self> {
+        Self::open_with(data_dir, StoreOptions::default())
+    }
+
+    /// Open (creating) the store in `data_dir`.
+    pub fn open_with(data_dir: &Path, options: StoreOptions) -> Result<Self> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::io("create", data_dir, e))?;
         let blobs = BlobStore::open(data_dir)?;
         let index = Index::open(&data_dir.join("index"))?;
         let store = Store {
             data_dir: data_dir.to_path_buf(),
+            options,
             blobs,
             index,
             uid_locks: (0..UID_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -123,6 +148,7 @@ impl Store {
         let index = Index::open_read_only(&data_dir.join("index"))?;
         Ok(Store {
             data_dir: data_dir.to_path_buf(),
+            options: StoreOptions::default(),
             blobs,
             index,
             uid_locks: (0..UID_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -213,6 +239,19 @@ impl Store {
             instances: self.index.counter(keys::COUNTER_INSTANCES)?.max(0) as u64,
             bytes: self.index.counter(keys::COUNTER_BYTES)?.max(0) as u64,
         })
+    }
+
+    /// Refuse (as out of space) when the data dir's file system has less than the reserve.
+    pub fn check_free_space(&self) -> Result<()> {
+        let st = rustix::fs::statvfs(&self.data_dir)
+            .map_err(|e| StoreError::io("statvfs", &self.data_dir, e.into()))?;
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        if free < self.options.min_free_bytes {
+            return Err(StoreError::OutOfSpace {
+                path: self.data_dir.clone(),
+            });
+        }
+        Ok(())
     }
 
     fn uid_lock(&self, uid: &str) -> &Mutex<()> {

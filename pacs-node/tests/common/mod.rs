@@ -76,6 +76,8 @@ pub struct Node {
     pub http_port: u16,
     pub ae_title: String,
     pub log: PathBuf,
+    /// Extra `serve` arguments, kept for restarts.
+    pub extra: Vec<String>,
 }
 
 impl Node {
@@ -92,26 +94,41 @@ impl Node {
             dicom_port: free_port(),
             http_port: free_port(),
             ae_title: "RENKEI".into(),
-            log: data_dir.with_extension("log"),
+            // beside the test's files, not on the data dir's file system (which a test may
+            // fill up)
+            log: std::env::temp_dir().join(format!(
+                "renkei-node-{}-{}.log",
+                std::process::id(),
+                data_dir.display().to_string().replace('/', "_")
+            )),
+            extra: Vec::new(),
         };
-        node.spawn(extra);
+        node.extra = extra.iter().map(|s| s.to_string()).collect();
+        node.spawn();
         node
     }
 
-    fn spawn(&mut self, extra: &[&str]) {
+    fn spawn(&mut self) {
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(NODE)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
+        let mut cmd = Command::new(NODE);
+        cmd.arg("serve").arg("--data-dir").arg(&self.data_dir);
+        if !extra.contains(&"--config") {
+            // a small free-space reserve: test machines may have little disk left, and
+            // the 1 GiB default would refuse every store there
+            let config = self.log.with_extension("toml");
+            std::fs::write(&config, "min_free_mb = 16\n").unwrap();
+            cmd.arg("--config").arg(config);
+        }
+        let child = cmd
             .args(["--ae-title", &self.ae_title])
             .args(["--dicom-port", &self.dicom_port.to_string()])
             .args(["--http-port", &self.http_port.to_string()])
-            .args(extra)
+            .args(&extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -172,13 +189,13 @@ impl Node {
     /// Start again on the same data dir and ports.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn(&[]);
+        self.spawn();
     }
 
     /// Start again after a kill.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none());
-        self.spawn(&[]);
+        self.spawn();
     }
 
     /// Whether the process is still running.
