@@ -50,6 +50,19 @@ impl BlobStore {
         for d in [&blobs, &tmp] {
             fs::create_dir_all(d).map_err(|e| StoreError::io("create", d, e))?;
         }
+        // The 256 first-level directories are made once, up front: created on demand, each
+        // new one costs the first stores an extra directory fsync.
+        let mut created = false;
+        for i in 0..=255u8 {
+            let d = blobs.join(hex::encode([i]));
+            if !d.is_dir() {
+                fs::create_dir(&d).map_err(|e| StoreError::io("create", &d, e))?;
+                created = true;
+            }
+        }
+        if created {
+            sync_dir(&blobs)?;
+        }
         Ok(BlobStore {
             blobs,
             tmp,
