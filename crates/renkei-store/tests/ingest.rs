@@ -272,3 +272,25 @@ fn check_finds_missing_corrupt_and_orphans() {
     // repair never touches referenced blobs: the corrupt one is still reported
     assert_eq!(store.check(false).unwrap().corrupt.len(), 1);
 }
+
+#[test]
+fn text_is_indexed_as_utf8_by_specific_character_set() {
+    // ISO_IR 100 (Latin-1) and ISO_IR 192 (UTF-8) are decoded now; ISO 2022 code
+    // extensions (Japanese) come with the query work
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for (file, alphabetic, ideographic) in [
+        ("charset/chrFren.dcm", "Buc^Jérôme", ""),
+        ("charset/chrGerm.dcm", "Äneas^Rüdiger", ""),
+        ("charset/chrX1.dcm", "Wang^XiaoDong", "王^小東"),
+    ] {
+        let (meta, data) = as_received(&corpus(file));
+        let uid = meta.sop_instance_uid.trim_end_matches('\0').to_string();
+        store_bytes(&store, meta, &data).unwrap();
+        let rec = store.instance(&uid).unwrap().unwrap();
+        let study = store.study(&rec.study_uid).unwrap().unwrap();
+        let patient = store.patient(&study.patient).unwrap().unwrap();
+        assert_eq!(patient.name.alphabetic, alphabetic, "{file}");
+        assert_eq!(patient.name.ideographic, ideographic, "{file}");
+    }
+}
