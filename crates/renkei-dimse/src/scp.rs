@@ -6,7 +6,6 @@
 //! sent only after the commit, so an acknowledged instance survives a crash.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,7 +113,7 @@ impl Scp {
             };
             let scp = self.clone();
             let span = tracing::info_span!("assoc", %peer);
-            tokio::spawn(async move { scp.handle(socket, peer).await }.instrument(span));
+            tokio::spawn(async move { scp.handle(socket).await }.instrument(span));
         }
     }
 
@@ -139,7 +138,7 @@ impl Scp {
         o
     }
 
-    async fn handle(&self, mut socket: TcpStream, peer: SocketAddr) {
+    async fn handle(&self, mut socket: TcpStream) {
         if let Err(e) = socket.set_nodelay(true) {
             debug!(error = %e, "cannot set TCP_NODELAY");
         }
@@ -191,7 +190,6 @@ impl Scp {
                 let _ = assoc.abort().await;
             }
         }
-        let _ = peer;
     }
 
     /// Run the association until release (Ok) or until it must be aborted (Err(reason)).
