@@ -8,7 +8,26 @@ use std::process::Command;
 
 use common::*;
 
+/// A tmpfs mounted for the test, unmounted on drop.
 struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mount a tmpfs of `size` at `dir`; None (the test is skipped) when not root.
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!("SKIPPED: cannot mount a tmpfs (not root); CI runs this test as root");
+            return None;
+        }
+        Some(Tmpfs(dir.to_path_buf()))
+    }
+}
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
@@ -29,19 +48,10 @@ fn statuses(results: &[PyStoreResult]) -> (usize, usize, usize) {
 #[test]
 fn disk_full_refuses_with_a700_and_recovers() {
     let tmp = tempfile::tempdir().unwrap();
-    let mnt = tmp.path().join("small");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !mounted {
-        eprintln!("SKIPPED: cannot mount a tmpfs (not root); CI runs this test as root");
+    let Some(small) = Tmpfs::mount(&tmp.path().join("small"), "6m") else {
         return;
-    }
-    let _guard = Tmpfs(mnt.clone());
+    };
+    let mnt = small.0.clone();
     // keep 1 MiB free: the node refuses before the disk is really full
     let config = tmp.path().join("node.toml");
     std::fs::write(&config, "min_free_mb = 1\n").unwrap();
@@ -81,19 +91,10 @@ fn below_the_free_space_reserve_nothing_is_written() {
     // the default reserve is 1 GiB: on a 64 MiB file system every store is refused up
     // front, with the same status, and nothing reaches the blob tree
     let tmp = tempfile::tempdir().unwrap();
-    let mnt = tmp.path().join("small");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !mounted {
-        eprintln!("SKIPPED: cannot mount a tmpfs (not root); CI runs this test as root");
+    let Some(small) = Tmpfs::mount(&tmp.path().join("small"), "64m") else {
         return;
-    }
-    let _guard = Tmpfs(mnt.clone());
+    };
+    let mnt = small.0.clone();
     let empty = tmp.path().join("defaults.toml");
     std::fs::write(&empty, "").unwrap();
     let node = Node::start_with(&mnt.join("data"), &["--config", empty.to_str().unwrap()]);

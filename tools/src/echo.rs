@@ -11,6 +11,8 @@ use std::time::Instant;
 use dicom_dictionary_std::uids;
 
 use crate::connection::{ConnectionArgs, EstablishError};
+use renkei_dimse::command::{encode_echo_rq, field, status_meaning, Response};
+
 use crate::dimse::{self, TransportError};
 
 /// Check that a DICOM node is reachable and accepts us (C-ECHO).
@@ -78,7 +80,7 @@ pub(crate) fn run(args: &EchoArgs) -> anyhow::Result<ExitCode> {
                         response
                             .error_comment
                             .as_deref()
-                            .unwrap_or_else(|| dimse::status_meaning(response.status))
+                            .unwrap_or_else(|| status_meaning(response.status))
                     );
                 }
             }
@@ -119,13 +121,14 @@ fn echo_once(
     pc_id: u8,
     message_id: u16,
     timeout_secs: u64,
-) -> Result<dimse::Response, EchoError> {
-    let command = dimse::c_echo_rq(message_id).map_err(EchoError::Protocol)?;
+) -> Result<Response, EchoError> {
+    let command = encode_echo_rq(message_id);
     dimse::send_command(association, pc_id, &command, timeout_secs)
         .map_err(EchoError::Transport)?;
     let (_, bytes) =
         dimse::receive_command(association, timeout_secs).map_err(EchoError::Transport)?;
-    let response = dimse::decode_response(&bytes).map_err(EchoError::Protocol)?;
-    dimse::check_response(&response, dimse::C_ECHO_RSP, message_id).map_err(EchoError::Protocol)?;
+    let response = Response::decode(&bytes)
+        .and_then(|r| r.check(field::C_ECHO_RSP, message_id).map(|()| r))
+        .map_err(|e| EchoError::Protocol(e.into()))?;
     Ok(response)
 }

@@ -31,6 +31,8 @@ use dicom_ul::ClientAssociation;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::connection::{ConnectionArgs, EstablishError, MAX_PRESENTATION_CONTEXTS};
+use renkei_dimse::command::{encode_store_rq, field, status_meaning, Response};
+
 use crate::dimse::{self, TransportError};
 
 /// Send DICOM files to a DICOM node (C-STORE).
@@ -415,7 +417,7 @@ struct Live {
 
 enum Outcome {
     /// The peer answered with this response; the data set had this size.
-    Answered(dimse::Response, u64),
+    Answered(Response, u64),
     /// Not sent; the association is still fine.
     NotSent(String),
     /// Our file could not be read half-way; the association must be aborted.
@@ -605,14 +607,11 @@ fn send_one(
 
     let message_id = live.next_message_id;
     live.next_message_id = live.next_message_id.checked_add(1).unwrap_or(1);
-    let command = match dimse::c_store_rq(
+    let command = encode_store_rq(
         message_id,
         &instance.sop_class_uid,
         &instance.sop_instance_uid,
-    ) {
-        Ok(command) => command,
-        Err(e) => return Outcome::NotSent(format!("{e:#}")),
-    };
+    );
     let association = &mut live.association;
     if let Err(e) = dimse::send_command(association, pc_id, &command, timeout) {
         return transport_outcome(e);
@@ -644,8 +643,8 @@ fn send_one(
         Ok((_, bytes)) => bytes,
         Err(e) => return transport_outcome(e),
     };
-    let response = match dimse::decode_response(&bytes)
-        .and_then(|r| dimse::check_response(&r, dimse::C_STORE_RSP, message_id).map(|()| r))
+    let response = match Response::decode(&bytes)
+        .and_then(|r| r.check(field::C_STORE_RSP, message_id).map(|()| r))
     {
         Ok(response) => response,
         Err(e) => return Outcome::PeerLost(format!("invalid C-STORE response: {e:#}")),
@@ -704,7 +703,7 @@ impl Reporter {
     }
 
     /// `bytes`: data set size, counted for the throughput if stored.
-    fn answered(&self, instance: &Instance, response: &dimse::Response, bytes: u64) {
+    fn answered(&self, instance: &Instance, response: &Response, bytes: u64) {
         let status = response.status;
         let detail = || {
             format!(
@@ -712,7 +711,7 @@ impl Reporter {
                 response
                     .error_comment
                     .as_deref()
-                    .unwrap_or_else(|| dimse::status_meaning(status))
+                    .unwrap_or_else(|| status_meaning(status))
             )
         };
         match status {

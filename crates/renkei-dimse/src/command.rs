@@ -1,8 +1,10 @@
 //! DIMSE command sets (PS3.7 9.3, E.1): always Implicit VR Little Endian, with a Command
-//! Group Length. dicom-rs encodes elements; the message fields and statuses are ours.
+//! Group Length. dicom-rs encodes elements; the message fields and statuses are ours. Both
+//! sides use this module: the node's SCP decodes requests and encodes responses, the
+//! `renkei` CLI encodes requests and decodes responses.
 
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
-use dicom_dictionary_std::tags;
+use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 
@@ -38,6 +40,8 @@ pub mod status {
 
 /// Command Data Set Type value meaning "no data set follows".
 pub const NO_DATASET: u16 = 0x0101;
+/// Command Data Set Type value most implementations send when a data set follows.
+pub const DATASET_PRESENT: u16 = 0x0000;
 
 /// The fields of a received command that the node acts on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,17 +58,146 @@ pub struct Command {
     pub has_dataset: bool,
 }
 
-/// A command set could not be read.
+/// A command set could not be read, or does not answer what was asked.
 #[derive(Debug, thiserror::Error)]
 #[error("malformed command set: {0}")]
 pub struct CommandError(String);
 
+/// The fields of a response the requester acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Command Field (e.g. [`field::C_STORE_RSP`]).
+    pub field: u16,
+    /// Message ID Being Responded To.
+    pub message_id_responded_to: u16,
+    /// Status (PS3.7 C).
+    pub status: u16,
+    /// Error Comment, when the peer sent a non-empty one.
+    pub error_comment: Option<String>,
+}
+
+impl Response {
+    /// Decode a response command set.
+    pub fn decode(bytes: &[u8]) -> Result<Self, CommandError> {
+        let obj = read(bytes)?;
+        let us = |tag: Tag, name: &str| -> Result<u16, CommandError> {
+            obj.get(tag)
+                .ok_or_else(|| CommandError(format!("response has no {name} {tag}")))?
+                .to_int::<u16>()
+                .map_err(|_| CommandError(format!("response {name} {tag} is not a number")))
+        };
+        let error_comment = obj
+            .get(tags::ERROR_COMMENT)
+            .and_then(|e| e.to_str().ok())
+            .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+            .filter(|s| !s.is_empty());
+        Ok(Response {
+            field: us(tags::COMMAND_FIELD, "Command Field")?,
+            message_id_responded_to: us(
+                tags::MESSAGE_ID_BEING_RESPONDED_TO,
+                "Message ID Being Responded To",
+            )?,
+            status: us(tags::STATUS, "Status")?,
+            error_comment,
+        })
+    }
+
+    /// Check that this answers request `message_id` with `expected_field`.
+    pub fn check(&self, expected_field: u16, message_id: u16) -> Result<(), CommandError> {
+        if self.field != expected_field {
+            return Err(CommandError(format!(
+                "peer answered with command field 0x{:04X}, expected 0x{expected_field:04X}",
+                self.field
+            )));
+        }
+        if self.message_id_responded_to != message_id {
+            return Err(CommandError(format!(
+                "peer answered message {} while message {message_id} was outstanding",
+                self.message_id_responded_to
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// C-ECHO-RQ (PS3.7 9.3.5.1).
+pub fn encode_echo_rq(message_id: u16) -> Vec<u8> {
+    encode(vec![
+        uid_element(tags::AFFECTED_SOP_CLASS_UID, uids::VERIFICATION),
+        us_element(tags::COMMAND_FIELD, field::C_ECHO_RQ),
+        us_element(tags::MESSAGE_ID, message_id),
+        us_element(tags::COMMAND_DATA_SET_TYPE, NO_DATASET),
+    ])
+}
+
+/// C-STORE-RQ (PS3.7 9.3.1.1), priority medium, a data set follows.
+pub fn encode_store_rq(message_id: u16, sop_class_uid: &str, sop_instance_uid: &str) -> Vec<u8> {
+    encode(vec![
+        uid_element(tags::AFFECTED_SOP_CLASS_UID, sop_class_uid),
+        us_element(tags::COMMAND_FIELD, field::C_STORE_RQ),
+        us_element(tags::MESSAGE_ID, message_id),
+        us_element(tags::PRIORITY, 0x0000),
+        us_element(tags::COMMAND_DATA_SET_TYPE, DATASET_PRESENT),
+        uid_element(tags::AFFECTED_SOP_INSTANCE_UID, sop_instance_uid),
+    ])
+}
+
+/// What a DIMSE status means (PS3.7 C), for messages when the peer gave no Error Comment.
+pub fn status_meaning(status: u16) -> &'static str {
+    match status {
+        0x0000 => "success",
+        0x0001 | 0x0107 | 0x0116 => "warning: attribute list or value problem",
+        0xB000 => "warning: coercion of data elements",
+        0xB006 => "warning: elements discarded",
+        0xB007 => "warning: data set does not match SOP class",
+        0x0110 => "processing failure",
+        0x0111 => "duplicate SOP instance",
+        0x0117 => "invalid object instance",
+        0x0122 => "SOP class not supported",
+        0x0124 => "not authorized",
+        0x0210 => "duplicate invocation",
+        0x0211 => "unrecognized operation",
+        0x0212 => "mistyped argument",
+        0x0213 => "resource limitation",
+        s if s & 0xFF00 == 0xA700 => "refused: out of resources",
+        s if s & 0xFF00 == 0xA900 => "error: data set does not match SOP class",
+        s if s & 0xF000 == 0xC000 => "error: cannot understand",
+        _ => "unknown status",
+    }
+}
+
+fn read(bytes: &[u8]) -> Result<InMemDicomObject, CommandError> {
+    InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .map_err(|e| CommandError(e.to_string()))
+}
+
+fn us_element(tag: Tag, value: u16) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, VR::US, PrimitiveValue::from(value))
+}
+
+/// UIDs are padded to an even length with a NUL byte (PS3.5 9.1).
+fn uid_element(tag: Tag, uid: &str) -> DataElement<InMemDicomObject> {
+    let mut value = uid.trim_end_matches(['\0', ' ']).to_string();
+    if value.len() % 2 == 1 {
+        value.push('\0');
+    }
+    DataElement::new(tag, VR::UI, PrimitiveValue::from(value))
+}
+
+/// Encode a command set with its Command Group Length (0000,0000) first.
+fn encode(elements: Vec<DataElement<InMemDicomObject>>) -> Vec<u8> {
+    let obj = InMemDicomObject::command_from_element_iter(elements);
+    let mut out = Vec::with_capacity(256);
+    obj.write_dataset_with_ts(&mut out, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        // writing a handful of primitive elements into a Vec cannot fail
+        .expect("command set encodes");
+    out
+}
+
 impl Command {
     /// Decode a command set.
     pub fn decode(bytes: &[u8]) -> Result<Self, CommandError> {
-        let obj =
-            InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-                .map_err(|e| CommandError(e.to_string()))?;
+        let obj = read(bytes)?;
         let u16_of =
             |tag: Tag| -> Option<u16> { obj.get(tag).and_then(|e| e.to_int::<u16>().ok()) };
         let str_of = |tag: Tag| -> String {
@@ -92,31 +225,18 @@ const ERROR_COMMENT_MAX: usize = 64;
 /// error comment (only sent on failure, PS3.7 9.1.1.1.6).
 pub fn encode_response(rq: &Command, field: u16, status: u16, comment: Option<&str>) -> Vec<u8> {
     let mut elems = vec![
-        DataElement::new(tags::COMMAND_FIELD, VR::US, PrimitiveValue::from(field)),
-        DataElement::new(
-            tags::MESSAGE_ID_BEING_RESPONDED_TO,
-            VR::US,
-            PrimitiveValue::from(rq.message_id),
-        ),
-        DataElement::new(
-            tags::COMMAND_DATA_SET_TYPE,
-            VR::US,
-            PrimitiveValue::from(NO_DATASET),
-        ),
-        DataElement::new(tags::STATUS, VR::US, PrimitiveValue::from(status)),
+        us_element(tags::COMMAND_FIELD, field),
+        us_element(tags::MESSAGE_ID_BEING_RESPONDED_TO, rq.message_id),
+        us_element(tags::COMMAND_DATA_SET_TYPE, NO_DATASET),
+        us_element(tags::STATUS, status),
     ];
     if !rq.sop_class_uid.is_empty() {
-        elems.push(DataElement::new(
-            tags::AFFECTED_SOP_CLASS_UID,
-            VR::UI,
-            PrimitiveValue::from(rq.sop_class_uid.as_str()),
-        ));
+        elems.push(uid_element(tags::AFFECTED_SOP_CLASS_UID, &rq.sop_class_uid));
     }
     if !rq.sop_instance_uid.is_empty() {
-        elems.push(DataElement::new(
+        elems.push(uid_element(
             tags::AFFECTED_SOP_INSTANCE_UID,
-            VR::UI,
-            PrimitiveValue::from(rq.sop_instance_uid.as_str()),
+            &rq.sop_instance_uid,
         ));
     }
     if let Some(c) = comment {
@@ -131,12 +251,7 @@ pub fn encode_response(rq: &Command, field: u16, status: u16, comment: Option<&s
             PrimitiveValue::from(c),
         ));
     }
-    let obj = InMemDicomObject::command_from_element_iter(elems);
-    let mut out = Vec::with_capacity(256);
-    obj.write_dataset_with_ts(&mut out, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-        // writing a handful of primitive elements into a Vec cannot fail
-        .expect("command set encodes");
-    out
+    encode(elems)
 }
 
 #[cfg(test)]
@@ -185,6 +300,34 @@ mod tests {
         let back = Command::decode(&bytes).unwrap();
         assert_eq!(back.field, field::C_STORE_RSP);
         assert!(!back.has_dataset);
+    }
+
+    #[test]
+    fn requests_and_responses_round_trip() {
+        let rq =
+            Command::decode(&encode_store_rq(9, "1.2.840.10008.5.1.4.1.1.2", "1.2.3")).unwrap();
+        assert_eq!(rq.field, field::C_STORE_RQ);
+        assert_eq!(rq.message_id, 9);
+        // odd-length UIDs are padded with NUL, which decoding removes
+        assert_eq!(rq.sop_instance_uid, "1.2.3");
+        assert!(rq.has_dataset);
+        let echo = Command::decode(&encode_echo_rq(2)).unwrap();
+        assert_eq!(echo.field, field::C_ECHO_RQ);
+        assert!(!echo.has_dataset);
+
+        let rsp = encode_response(
+            &rq,
+            field::C_STORE_RSP,
+            status::OUT_OF_RESOURCES,
+            Some("full"),
+        );
+        let r = Response::decode(&rsp).unwrap();
+        assert_eq!(r.status, 0xA700);
+        assert_eq!(r.error_comment.as_deref(), Some("full"));
+        assert!(r.check(field::C_STORE_RSP, 9).is_ok());
+        assert!(r.check(field::C_STORE_RSP, 10).is_err());
+        assert!(r.check(field::C_ECHO_RSP, 9).is_err());
+        assert_eq!(status_meaning(0xA700), "refused: out of resources");
     }
 
     #[test]

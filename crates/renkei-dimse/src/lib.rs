@@ -1,16 +1,21 @@
 //! DICOM upper-layer services of the Renkei node, on dicom-ul (tokio).
 //!
-//! - [`scp`]: the association acceptor: policy, negotiation, C-ECHO and C-STORE.
-//! - [`policy`]: which calling AE titles may associate.
-//! - [`command`]: DIMSE command sets and status codes.
+//! - [`command`]: DIMSE command sets and status codes, requests and responses (always).
+//! - [`scp`]: the association acceptor: policy, negotiation, C-ECHO and C-STORE
+//!   (feature `scp`, default).
+//! - [`policy`]: which calling AE titles may associate (feature `scp`).
 //! - [`metrics`]: counters and the store-latency histogram.
 #![deny(missing_docs)]
 
 pub mod command;
 pub mod metrics;
+#[cfg(feature = "scp")]
 pub mod policy;
+#[cfg(feature = "scp")]
 pub mod scp;
 
 pub use metrics::Metrics;
+#[cfg(feature = "scp")]
 pub use policy::AcceptPolicy;
+#[cfg(feature = "scp")]
 pub use scp::{Scp, ScpOptions};
