@@ -99,6 +99,47 @@ pub fn extract_record(
     })
 }
 
+/// The indexed attributes whose text depends on Specific Character Set (VRs SH, LO, PN),
+/// with whether each is a person name. When the character set needs our own decoder
+/// ([`crate::charset::CharacterSets::needs_own_decoding`]), the store reads these raw and
+/// hands them to [`IndexRecord::set_text`].
+pub const CHARSET_TEXT_TAGS: &[(Tag, bool)] = &[
+    (tags::PATIENT_NAME, true),
+    (tags::PATIENT_ID, false),
+    (tags::ISSUER_OF_PATIENT_ID, false),
+    (tags::ACCESSION_NUMBER, false),
+    (tags::STUDY_ID, false),
+    (tags::STUDY_DESCRIPTION, false),
+    (tags::REFERRING_PHYSICIAN_NAME, true),
+    (tags::SERIES_DESCRIPTION, false),
+];
+
+impl IndexRecord {
+    /// Replace an attribute of [`CHARSET_TEXT_TAGS`] with its properly decoded text.
+    pub fn set_text(&mut self, tag: Tag, value: &str) {
+        let v = value.trim_matches(['\0', ' ']).to_string();
+        match tag {
+            tags::PATIENT_NAME => self.patient.name = PersonName::parse(&v),
+            tags::PATIENT_ID => {
+                self.patient.key.patient_id = v.clone();
+                self.study.patient.patient_id = v;
+            }
+            tags::ISSUER_OF_PATIENT_ID => {
+                self.patient.key.issuer = v.clone();
+                self.study.patient.issuer = v;
+            }
+            tags::ACCESSION_NUMBER => self.study.accession_number = v,
+            tags::STUDY_ID => self.study.study_id = v,
+            tags::STUDY_DESCRIPTION => self.study.description = v,
+            tags::REFERRING_PHYSICIAN_NAME => {
+                self.study.referring_physician = PersonName::parse(&v)
+            }
+            tags::SERIES_DESCRIPTION => self.series.description = v,
+            _ => {}
+        }
+    }
+}
+
 /// A text value, decoded, with multiple values joined by `\` and padding trimmed; empty
 /// when absent or not convertible.
 ///

@@ -14,10 +14,12 @@ use dicom_dictionary_std::tags;
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::OpenFileOptions;
 
+use renkei_model::charset::CharacterSets;
+use renkei_model::extract::text;
 use renkei_model::uid::{
     is_valid_uid, trim_uid, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME,
 };
-use renkei_model::{extract_record, InstanceRecord};
+use renkei_model::{extract_record, InstanceRecord, CHARSET_TEXT_TAGS};
 
 use std::io::{Read, Seek, SeekFrom};
 
@@ -140,7 +142,26 @@ impl Store {
             .map_err(|e| StoreError::Unparseable(error_chain(&e)))?;
         let mut rec = extract_record(&obj, &meta.transfer_syntax)
             .map_err(|e| StoreError::Invalid(format!("cannot index the dataset: {e}")))?;
+        let charsets = CharacterSets::parse(&text(&obj, tags::SPECIFIC_CHARACTER_SET));
         drop(obj);
+        if charsets.needs_own_decoding() {
+            // dicom-rs decoded with the first value only: decode the indexed text again
+            match crate::rawtext::raw_values(
+                spool.path(),
+                header_len,
+                &meta.transfer_syntax,
+                CHARSET_TEXT_TAGS,
+            ) {
+                Ok(Some(values)) => {
+                    for (tag, bytes) in values {
+                        let pn = CHARSET_TEXT_TAGS.iter().any(|&(t, pn)| t == tag && pn);
+                        rec.set_text(tag, &charsets.decode(&bytes, pn));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot re-read text for its character set"),
+            }
+        }
         crate::validate::check_complete(spool.path(), header_len, &meta.transfer_syntax)
             .map_err(StoreError::Unparseable)?;
         // The dataset's own UIDs identify the object. Some senders put other values in the

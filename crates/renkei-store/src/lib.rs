@@ -15,6 +15,7 @@ pub mod error;
 pub mod index;
 pub mod ingest;
 pub mod keys;
+mod rawtext;
 mod validate;
 
 use std::path::{Path, PathBuf};

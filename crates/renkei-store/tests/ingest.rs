@@ -275,14 +275,16 @@ fn check_finds_missing_corrupt_and_orphans() {
 
 #[test]
 fn text_is_indexed_as_utf8_by_specific_character_set() {
-    // ISO_IR 100 (Latin-1) and ISO_IR 192 (UTF-8) are decoded now; ISO 2022 code
-    // extensions (Japanese) come with the query work
+    // single-valued sets decoded by dicom-rs, and ISO 2022 code extensions (Japanese,
+    // Korean) decoded by renkei-model's charset module
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     for (file, alphabetic, ideographic) in [
         ("charset/chrFren.dcm", "Buc^Jérôme", ""),
         ("charset/chrGerm.dcm", "Äneas^Rüdiger", ""),
         ("charset/chrX1.dcm", "Wang^XiaoDong", "王^小東"),
+        ("charset/chrH31.dcm", "Yamada^Tarou", "山田^太郎"),
+        ("charset/chrKoreanMulti.dcm", "김희중", ""),
     ] {
         let (meta, data) = as_received(&corpus(file));
         let uid = meta.sop_instance_uid.trim_end_matches('\0').to_string();
@@ -292,5 +294,8 @@ fn text_is_indexed_as_utf8_by_specific_character_set() {
         let patient = store.patient(&study.patient).unwrap().unwrap();
         assert_eq!(patient.name.alphabetic, alphabetic, "{file}");
         assert_eq!(patient.name.ideographic, ideographic, "{file}");
+        if file.ends_with("chrH31.dcm") {
+            assert_eq!(patient.name.phonetic, "やまだ^たろう");
+        }
     }
 }
