@@ -13,6 +13,9 @@ use dicom_parser::dataset::read::{DataSetReaderOptions, ValueReadStrategy};
 use dicom_parser::dataset::{DataSetReader, DataToken};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
+/// (tag, raw value bytes) pairs.
+type RawValues = Vec<(Tag, Vec<u8>)>;
+
 /// The raw value bytes of those of `wanted` present at the top level of the data set that
 /// starts at `offset`. Deflated data sets are skipped (None).
 pub(crate) fn raw_values(
@@ -20,7 +23,7 @@ pub(crate) fn raw_values(
     offset: u64,
     ts_uid: &str,
     wanted: &[(Tag, bool)],
-) -> Result<Option<Vec<(Tag, Vec<u8>)>>, String> {
+) -> Result<Option<RawValues>, String> {
     let Some(ts) = TransferSyntaxRegistry.get(ts_uid) else {
         return Err(format!("unknown transfer syntax {ts_uid}"));
     };
