@@ -83,6 +83,7 @@ impl Settings {
                     .map(Duration::from_secs)
                     .unwrap_or(defaults.idle_timeout),
                 max_associations: file.max_associations.unwrap_or(defaults.max_associations),
+                max_find_results: file.max_find_results.unwrap_or(defaults.max_find_results),
                 store_timeout: file
                     .store_timeout_secs
                     .map(Duration::from_secs)

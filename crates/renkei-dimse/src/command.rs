@@ -14,6 +14,10 @@ pub mod field {
     pub const C_STORE_RQ: u16 = 0x0001;
     /// C-STORE-RSP.
     pub const C_STORE_RSP: u16 = 0x8001;
+    /// C-FIND-RQ.
+    pub const C_FIND_RQ: u16 = 0x0020;
+    /// C-FIND-RSP.
+    pub const C_FIND_RSP: u16 = 0x8020;
     /// C-ECHO-RQ.
     pub const C_ECHO_RQ: u16 = 0x0030;
     /// C-ECHO-RSP.
@@ -36,6 +40,10 @@ pub mod status {
     pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
     /// Unrecognized operation.
     pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
+    /// Pending: a C-FIND match follows.
+    pub const PENDING: u16 = 0xFF00;
+    /// Cancel: the operation stopped on C-CANCEL.
+    pub const CANCEL: u16 = 0xFE00;
 }
 
 /// Command Data Set Type value meaning "no data set follows".
@@ -224,10 +232,26 @@ const ERROR_COMMENT_MAX: usize = 64;
 /// Encode a response to `rq` with `field` (the RSP command), `status` and an optional
 /// error comment (only sent on failure, PS3.7 9.1.1.1.6).
 pub fn encode_response(rq: &Command, field: u16, status: u16, comment: Option<&str>) -> Vec<u8> {
+    encode_response_with(rq, field, status, comment, false)
+}
+
+/// Like [`encode_response`], announcing a data set after the command (C-FIND pending).
+pub fn encode_response_with(
+    rq: &Command,
+    field: u16,
+    status: u16,
+    comment: Option<&str>,
+    dataset_follows: bool,
+) -> Vec<u8> {
+    let dataset_type = if dataset_follows {
+        DATASET_PRESENT
+    } else {
+        NO_DATASET
+    };
     let mut elems = vec![
         us_element(tags::COMMAND_FIELD, field),
         us_element(tags::MESSAGE_ID_BEING_RESPONDED_TO, rq.message_id),
-        us_element(tags::COMMAND_DATA_SET_TYPE, NO_DATASET),
+        us_element(tags::COMMAND_DATA_SET_TYPE, dataset_type),
         us_element(tags::STATUS, status),
     ];
     if !rq.sop_class_uid.is_empty() {

@@ -8,6 +8,8 @@
 #![deny(missing_docs)]
 
 pub mod command;
+#[cfg(feature = "scp")]
+pub mod find;
 pub mod metrics;
 #[cfg(feature = "scp")]
 pub mod policy;

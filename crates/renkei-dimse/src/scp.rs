@@ -23,10 +23,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use renkei_model::query::{InfoModel, Query};
 use renkei_model::storage_classes::STORAGE_SOP_CLASSES;
 use renkei_store::{Ingest, IngestMeta, IngestOutcome, Store, StoreError};
 
-use crate::command::{encode_response, field, status, Command};
+use crate::command::{encode_response, encode_response_with, field, status, Command};
+use crate::find::encode_identifier;
 use crate::metrics::Metrics;
 use crate::policy::AcceptPolicy;
 
@@ -43,6 +48,9 @@ pub struct ScpOptions {
     pub accept: AcceptPolicy,
     /// Associations served at once; more are rejected as transient "local limit exceeded".
     pub max_associations: usize,
+    /// Most matches one C-FIND returns; beyond, it ends with 0xA700 and a comment asking
+    /// for a narrower query.
+    pub max_find_results: usize,
     /// How long the durable part of a C-STORE may take before the request is answered
     /// with "out of resources" (a stalled disk must not hang the sender forever).
     pub store_timeout: Duration,
@@ -56,6 +64,7 @@ impl Default for ScpOptions {
             idle_timeout: Duration::from_secs(60),
             accept: AcceptPolicy::Any,
             max_associations: 64,
+            max_find_results: 10_000,
             store_timeout: Duration::from_secs(120),
         }
     }
@@ -69,6 +78,26 @@ pub struct Scp {
     metrics: Arc<Metrics>,
     slots: Arc<Semaphore>,
 }
+
+/// Accepted presentation contexts: id → (abstract syntax, transfer syntax).
+type Contexts = HashMap<u8, (String, String)>;
+
+/// A command whose data set is being received.
+enum Pending {
+    Store(Box<PendingStore>),
+    Find(PendingFind),
+}
+
+/// A C-FIND whose identifier is being received (small: kept in memory, capped).
+struct PendingFind {
+    rq: Command,
+    pc_id: u8,
+    model: InfoModel,
+    identifier: Vec<u8>,
+}
+
+/// Largest C-FIND identifier accepted.
+const MAX_IDENTIFIER: usize = 1 << 20;
 
 /// A C-STORE whose data set is being received.
 struct PendingStore {
@@ -129,7 +158,9 @@ impl Scp {
             .ae_title(self.options.ae_title.clone())
             .max_pdu_length(self.options.max_pdu)
             .read_timeout(self.options.idle_timeout)
-            .with_abstract_syntax(uids::VERIFICATION);
+            .with_abstract_syntax(uids::VERIFICATION)
+            .with_abstract_syntax(uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND)
+            .with_abstract_syntax(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND);
         // No transfer syntax list: dicom-ul then accepts any syntax its registry knows,
         // compressed ones included (stored as received).
         for (uid, _) in STORAGE_SOP_CLASSES {
@@ -164,11 +195,16 @@ impl Scp {
             }
         };
         let calling = assoc.peer_ae_title().trim().to_string();
-        let contexts: HashMap<u8, String> = assoc
+        let contexts: Contexts = assoc
             .presentation_contexts()
             .iter()
             .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
-            .map(|pc| (pc.id, pc.transfer_syntax.clone()))
+            .map(|pc| {
+                (
+                    pc.id,
+                    (pc.abstract_syntax.clone(), pc.transfer_syntax.clone()),
+                )
+            })
             .collect();
         info!(calling = %calling, contexts = contexts.len(), "association accepted");
         self.metrics
@@ -197,10 +233,10 @@ impl Scp {
         &self,
         assoc: &mut AsyncServerAssociation<TcpStream>,
         calling: &str,
-        contexts: &HashMap<u8, String>,
+        contexts: &Contexts,
     ) -> Result<(), String> {
         let mut command_bytes: Vec<u8> = Vec::new();
-        let mut pending: Option<PendingStore> = None;
+        let mut pending: Option<Pending> = None;
         loop {
             let pdu = match tokio::time::timeout(self.options.idle_timeout, assoc.receive()).await {
                 Err(_) => return Err("idle timeout".into()),
@@ -237,24 +273,38 @@ impl Scp {
                                 }
                             }
                             PDataValueType::Data => {
-                                let Some(p) = pending.as_mut() else {
-                                    return Err("data set without a command".into());
-                                };
-                                self.metrics
-                                    .bytes_received
-                                    .fetch_add(pdv.data.len() as u64, Ordering::Relaxed);
-                                if let Some(ingest) = p.ingest.as_mut() {
-                                    // A buffered write to the page cache: short enough to
-                                    // do on the runtime thread (the fsync happens later,
-                                    // on the blocking pool).
-                                    if let Err(e) = ingest.append(&pdv.data) {
-                                        p.failure = Some(failure_of(&e));
-                                        p.ingest = None;
+                                match pending.as_mut() {
+                                    None => return Err("data set without a command".into()),
+                                    Some(Pending::Store(p)) => {
+                                        self.metrics
+                                            .bytes_received
+                                            .fetch_add(pdv.data.len() as u64, Ordering::Relaxed);
+                                        if let Some(ingest) = p.ingest.as_mut() {
+                                            // A buffered write to the page cache: short
+                                            // enough to do on the runtime thread (the fsync
+                                            // happens later, on the blocking pool).
+                                            if let Err(e) = ingest.append(&pdv.data) {
+                                                p.failure = Some(failure_of(&e));
+                                                p.ingest = None;
+                                            }
+                                        }
+                                    }
+                                    Some(Pending::Find(f)) => {
+                                        if f.identifier.len() + pdv.data.len() > MAX_IDENTIFIER {
+                                            return Err("C-FIND identifier too large".into());
+                                        }
+                                        f.identifier.extend_from_slice(&pdv.data);
                                     }
                                 }
                                 if pdv.is_last {
-                                    if let Some(p) = pending.take() {
-                                        self.finish_store(assoc, p).await?;
+                                    match pending.take() {
+                                        Some(Pending::Store(p)) => {
+                                            self.finish_store(assoc, *p).await?
+                                        }
+                                        Some(Pending::Find(f)) => {
+                                            self.run_find(assoc, f, contexts).await?
+                                        }
+                                        None => {}
                                     }
                                 }
                             }
@@ -280,8 +330,8 @@ impl Scp {
         pc_id: u8,
         bytes: &[u8],
         calling: &str,
-        contexts: &HashMap<u8, String>,
-        pending: &mut Option<PendingStore>,
+        contexts: &Contexts,
+        pending: &mut Option<Pending>,
     ) -> Result<(), String> {
         let rq = Command::decode(bytes).map_err(|e| e.to_string())?;
         match rq.field {
@@ -301,7 +351,10 @@ impl Scp {
                     )
                     .await;
                 }
-                let ts = contexts.get(&pc_id).cloned().unwrap_or_default();
+                let ts = contexts
+                    .get(&pc_id)
+                    .map(|(_, ts)| ts.clone())
+                    .unwrap_or_default();
                 let meta = IngestMeta {
                     sop_class_uid: rq.sop_class_uid.clone(),
                     sop_instance_uid: rq.sop_instance_uid.clone(),
@@ -312,12 +365,40 @@ impl Scp {
                     Ok(i) => (Some(i), None),
                     Err(e) => (None, Some(failure_of(&e))),
                 };
-                *pending = Some(PendingStore {
+                *pending = Some(Pending::Store(Box::new(PendingStore {
                     rq,
                     pc_id,
                     ingest,
                     failure,
-                });
+                })));
+                Ok(())
+            }
+            field::C_FIND_RQ => {
+                let model = match contexts.get(&pc_id).map(|(a, _)| a.as_str()) {
+                    Some(uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND) => {
+                        InfoModel::PatientRoot
+                    }
+                    Some(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND) => {
+                        InfoModel::StudyRoot
+                    }
+                    _ => {
+                        return respond(
+                            assoc,
+                            pc_id,
+                            &rq,
+                            field::C_FIND_RSP,
+                            status::SOP_CLASS_NOT_SUPPORTED,
+                            Some("C-FIND on a context that is not a Q/R FIND model"),
+                        )
+                        .await
+                    }
+                };
+                *pending = Some(Pending::Find(PendingFind {
+                    rq,
+                    pc_id,
+                    model,
+                    identifier: Vec::new(),
+                }));
                 Ok(())
             }
             field::C_CANCEL_RQ => Ok(()), // nothing to cancel for C-ECHO/C-STORE
@@ -401,6 +482,184 @@ impl Scp {
             comment.as_deref(),
         )
         .await
+    }
+}
+
+impl Scp {
+    /// Answer a C-FIND: pending responses streamed as the index yields matches (the query
+    /// runs on the blocking pool, at most a few identifiers ahead of the network), C-CANCEL
+    /// checked between them, a final status at the end (PS3.4 C.4.1).
+    async fn run_find(
+        &self,
+        assoc: &mut AsyncServerAssociation<TcpStream>,
+        f: PendingFind,
+        contexts: &Contexts,
+    ) -> Result<(), String> {
+        let PendingFind {
+            rq,
+            pc_id,
+            model,
+            identifier,
+        } = f;
+        let ts_uid = contexts
+            .get(&pc_id)
+            .map(|(_, ts)| ts.as_str())
+            .unwrap_or("");
+        let Some(ts) = TransferSyntaxRegistry.get(ts_uid) else {
+            return respond(
+                assoc,
+                pc_id,
+                &rq,
+                field::C_FIND_RSP,
+                status::CANNOT_UNDERSTAND,
+                Some("unknown transfer syntax"),
+            )
+            .await;
+        };
+        let obj = match InMemDicomObject::read_dataset_with_ts(&identifier[..], ts) {
+            Ok(o) => o,
+            Err(e) => {
+                let msg = format!("cannot parse identifier: {e}");
+                return respond(
+                    assoc,
+                    pc_id,
+                    &rq,
+                    field::C_FIND_RSP,
+                    status::CANNOT_UNDERSTAND,
+                    Some(&msg),
+                )
+                .await;
+            }
+        };
+        let query = match Query::from_identifier(&obj, model) {
+            Ok(q) => q,
+            Err(e) => {
+                // PS3.4 C.4.1.1.4: 0xA900 Identifier does not match SOP Class
+                let msg = e.to_string();
+                return respond(
+                    assoc,
+                    pc_id,
+                    &rq,
+                    field::C_FIND_RSP,
+                    status::DATASET_MISMATCH,
+                    Some(&msg),
+                )
+                .await;
+            }
+        };
+        debug!(
+            level = query.level.as_str(),
+            keys = query.keys.len(),
+            "C-FIND"
+        );
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+        let store = self.store.clone();
+        let limit = self.options.max_find_results;
+        let worker_ts = ts;
+        let worker = tokio::task::spawn_blocking(move || {
+            let mut n = 0usize;
+            let r = store.find(&query, |e| {
+                n += 1;
+                if n > limit {
+                    return false;
+                }
+                tx.blocking_send(encode_identifier(&query, &e, worker_ts))
+                    .is_ok()
+            });
+            (r, n)
+        });
+        let max_fragment =
+            (assoc.requestor_max_pdu_length().clamp(1024, 1 << 20) - 6) as usize & !1;
+        let mut cancelled = false;
+        while let Some(bytes) = rx.recv().await {
+            let cmd = encode_response_with(&rq, field::C_FIND_RSP, status::PENDING, None, true);
+            send_pdv(assoc, pc_id, PDataValueType::Command, &cmd, max_fragment).await?;
+            send_pdv(assoc, pc_id, PDataValueType::Data, &bytes, max_fragment).await?;
+            if cancel_requested(assoc).await? {
+                cancelled = true;
+                break;
+            }
+        }
+        drop(rx);
+        let (result, n) = worker
+            .await
+            .map_err(|e| format!("C-FIND task failed: {e}"))?;
+        let (st, comment) = if cancelled {
+            (status::CANCEL, None)
+        } else if let Err(e) = result {
+            warn!(error = %e, "C-FIND failed");
+            (
+                status::OUT_OF_RESOURCES,
+                Some("query failed inside the node".to_string()),
+            )
+        } else if n > limit {
+            (
+                status::OUT_OF_RESOURCES,
+                Some(format!("more than {limit} matches: narrow the query")),
+            )
+        } else {
+            (status::SUCCESS, None)
+        };
+        respond(assoc, pc_id, &rq, field::C_FIND_RSP, st, comment.as_deref()).await
+    }
+}
+
+/// Send one message part, split into PDUs the peer accepts.
+async fn send_pdv(
+    assoc: &mut AsyncServerAssociation<TcpStream>,
+    pc_id: u8,
+    value_type: PDataValueType,
+    bytes: &[u8],
+    max_fragment: usize,
+) -> Result<(), String> {
+    let mut chunks = bytes.chunks(max_fragment.max(2)).peekable();
+    if bytes.is_empty() {
+        return Err("empty message part".into());
+    }
+    while let Some(chunk) = chunks.next() {
+        assoc
+            .send(&Pdu::PData {
+                data: vec![PDataValue {
+                    presentation_context_id: pc_id,
+                    value_type: value_type.clone(),
+                    is_last: chunks.peek().is_none(),
+                    data: chunk.to_vec(),
+                }],
+            })
+            .await
+            .map_err(|e| format!("cannot send: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Whether the peer sent a C-CANCEL (checked without waiting; only one C-FIND is
+/// outstanding on an association, so it is this one). Any other PDU in the middle of a
+/// C-FIND ends the association.
+async fn cancel_requested(assoc: &mut AsyncServerAssociation<TcpStream>) -> Result<bool, String> {
+    let mut probe = [0u8; 1];
+    let ready = tokio::time::timeout(Duration::ZERO, assoc.inner_stream().peek(&mut probe)).await;
+    if !matches!(ready, Ok(Ok(n)) if n > 0) {
+        return Ok(false);
+    }
+    match assoc
+        .receive()
+        .await
+        .map_err(|e| format!("receive failed: {e}"))?
+    {
+        Pdu::PData { data } => {
+            for pdv in data {
+                if pdv.value_type == PDataValueType::Command {
+                    if let Ok(c) = Command::decode(&pdv.data) {
+                        if c.field == field::C_CANCEL_RQ {
+                            return Ok(true);
+                        }
+                    }
+                }
+            }
+            Err("unexpected message during C-FIND".into())
+        }
+        Pdu::AbortRQ { .. } => Err("aborted by peer during C-FIND".into()),
+        other => Err(format!("unexpected PDU during C-FIND: {other:?}")),
     }
 }
 

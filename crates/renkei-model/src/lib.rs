@@ -1,5 +1,6 @@
 //! Renkei's domain types, free of I/O.
 //!
+//! - [`query`]: C-FIND queries and the matching rules of PS3.4 C.2.2.2.
 //! - [`record`]: the per-level index records (patient, study, series, instance) that the
 //!   store keeps for every ingested object, and their compact versioned encoding.
 //! - [`person_name`]: DICOM PN values with their alphabetic, ideographic and phonetic groups.
@@ -12,6 +13,7 @@
 pub mod charset;
 pub mod extract;
 pub mod person_name;
+pub mod query;
 pub mod record;
 pub mod storage_classes;
 pub mod uid;

@@ -73,7 +73,7 @@ impl Store {
                         report
                             .unreadable
                             .push(String::from_utf8_lossy(key).into_owned());
-                        return Ok(());
+                        return Ok(true);
                     }
                 };
                 referenced.insert(rec.blob_hash);
@@ -86,7 +86,7 @@ impl Store {
                     }
                     Err(e) => return Err(StoreError::io("read", path, e)),
                 }
-                Ok(())
+                Ok(true)
             })?;
         for (hash, path) in self.blobs.walk()? {
             if hash.is_some_and(|h| referenced.contains(&h)) {

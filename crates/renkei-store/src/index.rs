@@ -163,11 +163,12 @@ impl Index {
         Ok(out)
     }
 
-    /// Visit every (key, decoded value) of a column family in key order.
+    /// Visit every (key, decoded value) of a column family in key order, while `f` returns
+    /// `Ok(true)`.
     pub fn for_each<T: DeserializeOwned>(
         &self,
         cf: &str,
-        mut f: impl FnMut(&[u8], Result<T, StoreError>) -> Result<()>,
+        mut f: impl FnMut(&[u8], Result<T, StoreError>) -> Result<bool>,
     ) -> Result<()> {
         let mut ro = ReadOptions::default();
         ro.fill_cache(false);
@@ -180,7 +181,9 @@ impl Index {
                 key: format!("{cf}/{}", String::from_utf8_lossy(&k)),
                 reason: e.to_string(),
             });
-            f(&k, rec)?;
+            if !f(&k, rec)? {
+                break;
+            }
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! - [`index`]: the RocksDB index (the only module that names `rocksdb`).
 //! - [`keys`]: every key layout and column family.
 //! - [`ingest`]: the store path of one instance, from received bytes to a committed batch.
+//! - [`find`]: C-FIND execution (candidates by hierarchy and unique keys, matching).
 //! - [`check`]: consistency check and repair of blobs against the index.
 //!
 //! Layout of a data dir: `blobs/xx/yy/<sha256>.dcm`, `tmp/` (spools), `index/` (RocksDB).
@@ -12,6 +13,7 @@
 pub mod blob;
 pub mod check;
 pub mod error;
+pub mod find;
 pub mod index;
 pub mod ingest;
 pub mod keys;

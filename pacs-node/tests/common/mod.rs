@@ -78,6 +78,7 @@ pub struct Node {
     pub log: PathBuf,
     /// Extra `serve` arguments, kept for restarts.
     pub extra: Vec<String>,
+    port_retries: u32,
 }
 
 impl Node {
@@ -102,6 +103,7 @@ impl Node {
                 data_dir.display().to_string().replace('/', "_")
             )),
             extra: Vec::new(),
+            port_retries: 0,
         };
         node.extra = extra.iter().map(|s| s.to_string()).collect();
         node.spawn();
@@ -141,7 +143,19 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("pacs-node exited with {status}: {}", self.log_text());
+                let log = self.log_text();
+                // free_port() releases the port before the node binds it: another process
+                // may take it in between. Try other ports (a fresh start only).
+                if log.contains("Address already in use") && self.port_retries < 5 {
+                    self.port_retries += 1;
+                    self.dicom_port = free_port();
+                    self.http_port = free_port();
+                    std::fs::write(&self.log, "").unwrap();
+                    self.child = None;
+                    self.spawn();
+                    return;
+                }
+                panic!("pacs-node exited with {status}: {log}");
             }
             if self
                 .http_get("/healthz")
@@ -396,4 +410,55 @@ pub fn synth(dir: &Path, n: usize, per_series: usize, size: u16) -> Vec<PathBuf>
     files.sort();
     assert_eq!(files.len(), n);
     files
+}
+
+/// Result of `find_pynetdicom.py`.
+#[derive(Debug, serde::Deserialize)]
+pub struct PyFindResult {
+    pub matches: Vec<std::collections::BTreeMap<String, String>>,
+    pub final_status: Option<u16>,
+    pub comment: Option<String>,
+}
+
+/// C-FIND with pynetdicom: `model` "study" or "patient", keys as `Keyword=value`.
+pub fn pynetdicom_find(node: &Node, model: &str, level: &str, args: &[&str]) -> PyFindResult {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/find_pynetdicom.py");
+    let out = Command::new(peer_python())
+        .arg(script)
+        .args([
+            "127.0.0.1",
+            &node.dicom_port.to_string(),
+            &node.ae_title,
+            model,
+            level,
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "find_pynetdicom.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).replace("\"final\":", "\"final_status\":");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// Send a folder with DCMTK dcmsend (each file in its own transfer syntax).
+pub fn dcmsend_dir(node: &Node, dir: &Path) {
+    let out = dcmtk("dcmsend")
+        .args([
+            "-aec",
+            &node.ae_title,
+            "127.0.0.1",
+            &node.dicom_port.to_string(),
+        ])
+        .args(["--scan-directories", "--no-halt"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() || out.status.code() == Some(21),
+        "dcmsend: {out:?}"
+    );
 }

@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""C-FIND with pynetdicom (a peer we did not write); prints one JSON object:
+  {"matches": [{keyword: str(value), ...}, ...], "final": status, "comment": str | null}
+Usage: find_pynetdicom.py HOST PORT CALLED_AE MODEL LEVEL [--cancel-after N] KEY=VALUE...
+MODEL is "study" or "patient"; text keys are sent as UTF-8 (ISO_IR 192).
+"""
+import json
+import sys
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+)
+
+
+def main():
+    host, port, called, model, level = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+    rest = sys.argv[6:]
+    cancel_after = None
+    if rest[:1] == ["--cancel-after"]:
+        cancel_after = int(rest[1])
+        rest = rest[2:]
+    sop = StudyRootQueryRetrieveInformationModelFind if model == "study" else PatientRootQueryRetrieveInformationModelFind
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.QueryRetrieveLevel = level
+    keywords = []
+    for kv in rest:
+        k, _, v = kv.partition("=")
+        setattr(ds, k, v)
+        keywords.append(k)
+    ae = AE(ae_title="PYFIND")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.add_requested_context(sop)
+    assoc = ae.associate(host, port, ae_title=called)
+    if not assoc.is_established:
+        print(json.dumps({"error": "association rejected"}))
+        return
+    out = {"matches": [], "final": None, "comment": None}
+    msg_id = 1
+    for status, ident in assoc.send_c_find(ds, sop, msg_id=msg_id):
+        if status is None:
+            out["error"] = "no response"
+            break
+        code = int(status.Status)
+        if code in (0xFF00, 0xFF01):
+            out["matches"].append({k: str(getattr(ident, k, "")) for k in keywords})
+            if cancel_after is not None and len(out["matches"]) == cancel_after:
+                assoc.send_c_cancel(msg_id, None, sop)
+        else:
+            out["final"] = code
+            out["comment"] = str(status.ErrorComment) if "ErrorComment" in status else None
+    assoc.release()
+    print(json.dumps(out, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
