@@ -18,6 +18,10 @@ pub mod field {
     pub const C_FIND_RQ: u16 = 0x0020;
     /// C-FIND-RSP.
     pub const C_FIND_RSP: u16 = 0x8020;
+    /// C-GET-RQ.
+    pub const C_GET_RQ: u16 = 0x0010;
+    /// C-GET-RSP.
+    pub const C_GET_RSP: u16 = 0x8010;
     /// C-ECHO-RQ.
     pub const C_ECHO_RQ: u16 = 0x0030;
     /// C-ECHO-RSP.
@@ -44,6 +48,10 @@ pub mod status {
     pub const PENDING: u16 = 0xFF00;
     /// Cancel: the operation stopped on C-CANCEL.
     pub const CANCEL: u16 = 0xFE00;
+    /// Warning: sub-operations complete, one or more failures (C-GET/C-MOVE).
+    pub const SUBOPERATIONS_FAILED: u16 = 0xB000;
+    /// Refused: out of resources, unable to perform sub-operations (C-GET/C-MOVE).
+    pub const UNABLE_TO_PERFORM_SUBOPERATIONS: u16 = 0xA702;
 }
 
 /// Command Data Set Type value meaning "no data set follows".
@@ -126,6 +134,58 @@ impl Response {
         }
         Ok(())
     }
+}
+
+/// Sub-operation counts of a C-GET/C-MOVE response (PS3.7 9.3.3.2, 9.3.4.2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubOperations {
+    /// Not yet attempted.
+    pub remaining: u16,
+    /// Stored successfully.
+    pub completed: u16,
+    /// Failed.
+    pub failed: u16,
+    /// Stored with a warning.
+    pub warning: u16,
+}
+
+/// A C-GET/C-MOVE response with its sub-operation counts; `remaining` is left out of the
+/// final response (PS3.7 C.4.3.1.3), and a data set follows when `failed_uids` is given
+/// (the Failed SOP Instance UID List identifier, sent by the caller).
+pub fn encode_retrieve_response(
+    rq: &Command,
+    field: u16,
+    status: u16,
+    ops: SubOperations,
+    final_response: bool,
+    comment: Option<&str>,
+    dataset_follows: bool,
+) -> Vec<u8> {
+    let mut obj = read(&encode_response_with(
+        rq,
+        field,
+        status,
+        comment,
+        dataset_follows,
+    ))
+    .expect("our own command set decodes");
+    if !final_response {
+        obj.put(us_element(
+            tags::NUMBER_OF_REMAINING_SUBOPERATIONS,
+            ops.remaining,
+        ));
+    }
+    obj.put(us_element(
+        tags::NUMBER_OF_COMPLETED_SUBOPERATIONS,
+        ops.completed,
+    ));
+    obj.put(us_element(tags::NUMBER_OF_FAILED_SUBOPERATIONS, ops.failed));
+    obj.put(us_element(
+        tags::NUMBER_OF_WARNING_SUBOPERATIONS,
+        ops.warning,
+    ));
+    obj.remove_element(tags::COMMAND_GROUP_LENGTH);
+    encode(obj.into_iter().collect())
 }
 
 /// C-ECHO-RQ (PS3.7 9.3.5.1).

@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 
 use dicom_dictionary_std::uids;
 use dicom_ul::association::server::AsyncServerAssociation;
+use dicom_ul::association::server::Negotiation;
 use dicom_ul::association::Association;
+
 use dicom_ul::pdu::{
     AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
     AssociationRJSource, PDataValue, PDataValueType, PresentationContextResultReason,
+    RequestorRoles,
 };
 use dicom_ul::{Pdu, ServerAssociationOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,7 +33,10 @@ use renkei_model::query::{InfoModel, Query};
 use renkei_model::storage_classes::STORAGE_SOP_CLASSES;
 use renkei_store::{Ingest, IngestMeta, IngestOutcome, Store, StoreError};
 
-use crate::command::{encode_response, encode_response_with, field, status, Command};
+use crate::command::{
+    encode_response, encode_response_with, encode_retrieve_response, encode_store_rq, field,
+    status, Command, Response, SubOperations,
+};
 use crate::find::encode_identifier;
 use crate::metrics::Metrics;
 use crate::policy::AcceptPolicy;
@@ -88,8 +94,10 @@ enum Pending {
     Find(PendingFind),
 }
 
-/// A C-FIND whose identifier is being received (small: kept in memory, capped).
+/// A C-FIND or C-GET whose identifier is being received (small: kept in memory, capped).
 struct PendingFind {
+    /// C-FIND-RQ or C-GET-RQ.
+    op: u16,
     rq: Command,
     pc_id: u8,
     model: InfoModel,
@@ -148,19 +156,18 @@ impl Scp {
 
     fn association_options(
         &self,
-    ) -> ServerAssociationOptions<
-        'static,
-        AcceptPolicy,
-        dicom_ul::association::server::DefaultNegotiation,
-    > {
+    ) -> ServerAssociationOptions<'static, AcceptPolicy, RetrieveRoles> {
         let mut o = ServerAssociationOptions::new()
             .ae_access_control(self.options.accept.clone())
+            .with_negotiation(RetrieveRoles)
             .ae_title(self.options.ae_title.clone())
             .max_pdu_length(self.options.max_pdu)
             .read_timeout(self.options.idle_timeout)
             .with_abstract_syntax(uids::VERIFICATION)
             .with_abstract_syntax(uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND)
-            .with_abstract_syntax(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND);
+            .with_abstract_syntax(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND)
+            .with_abstract_syntax(uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET)
+            .with_abstract_syntax(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET);
         // No transfer syntax list: dicom-ul then accepts any syntax its registry knows,
         // compressed ones included (stored as received).
         for (uid, _) in STORAGE_SOP_CLASSES {
@@ -301,6 +308,9 @@ impl Scp {
                                         Some(Pending::Store(p)) => {
                                             self.finish_store(assoc, *p).await?
                                         }
+                                        Some(Pending::Find(f)) if f.op == field::C_GET_RQ => {
+                                            self.run_get(assoc, f, contexts).await?
+                                        }
                                         Some(Pending::Find(f)) => {
                                             self.run_find(assoc, f, contexts).await?
                                         }
@@ -373,27 +383,40 @@ impl Scp {
                 })));
                 Ok(())
             }
-            field::C_FIND_RQ => {
-                let model = match contexts.get(&pc_id).map(|(a, _)| a.as_str()) {
-                    Some(uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND) => {
-                        InfoModel::PatientRoot
-                    }
-                    Some(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND) => {
-                        InfoModel::StudyRoot
-                    }
+            field::C_FIND_RQ | field::C_GET_RQ => {
+                let op = rq.field;
+                let abstract_syntax = contexts.get(&pc_id).map(|(a, _)| a.as_str());
+                let model = match (op, abstract_syntax) {
+                    (
+                        field::C_FIND_RQ,
+                        Some(uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND),
+                    )
+                    | (
+                        field::C_GET_RQ,
+                        Some(uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET),
+                    ) => InfoModel::PatientRoot,
+                    (
+                        field::C_FIND_RQ,
+                        Some(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND),
+                    )
+                    | (
+                        field::C_GET_RQ,
+                        Some(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET),
+                    ) => InfoModel::StudyRoot,
                     _ => {
                         return respond(
                             assoc,
                             pc_id,
                             &rq,
-                            field::C_FIND_RSP,
+                            op | 0x8000,
                             status::SOP_CLASS_NOT_SUPPORTED,
-                            Some("C-FIND on a context that is not a Q/R FIND model"),
+                            Some("request on a context of another information model"),
                         )
                         .await
                     }
                 };
                 *pending = Some(Pending::Find(PendingFind {
+                    op,
                     rq,
                     pc_id,
                     model,
@@ -500,6 +523,7 @@ impl Scp {
             pc_id,
             model,
             identifier,
+            ..
         } = f;
         let ts_uid = contexts
             .get(&pc_id)
@@ -601,6 +625,254 @@ impl Scp {
             (status::SUCCESS, None)
         };
         respond(assoc, pc_id, &rq, field::C_FIND_RSP, st, comment.as_deref()).await
+    }
+}
+
+/// SCP/SCU role selection (PS3.7 D.3.3.4): a C-GET requester asks to act as the Storage
+/// SCP for the classes it wants back; we accept for every Storage SOP class.
+#[derive(Debug, Clone, Copy)]
+struct RetrieveRoles;
+
+impl Negotiation for RetrieveRoles {
+    fn negotiate_roles(&self, sop_class_uid: &str, scu: bool, scp: bool) -> Option<RequestorRoles> {
+        let uid = renkei_model::uid::trim_uid(sop_class_uid);
+        STORAGE_SOP_CLASSES
+            .iter()
+            .any(|(u, _)| *u == uid)
+            .then_some(RequestorRoles { scu, scp })
+    }
+}
+
+impl Scp {
+    /// Answer a C-GET (PS3.4 C.4.3): every matching instance is sent back over this
+    /// association as a C-STORE sub-operation, in the transfer syntax it is stored in when
+    /// the requester accepted it for that SOP class (otherwise the sub-operation fails:
+    /// transcoding comes with the pixel pipeline), with pending responses counting the
+    /// sub-operations and C-CANCEL honoured between them.
+    async fn run_get(
+        &self,
+        assoc: &mut AsyncServerAssociation<TcpStream>,
+        f: PendingFind,
+        contexts: &Contexts,
+    ) -> Result<(), String> {
+        let PendingFind {
+            rq,
+            pc_id,
+            model,
+            identifier,
+            ..
+        } = f;
+        let rsp = field::C_GET_RSP;
+        let ts_uid = contexts
+            .get(&pc_id)
+            .map(|(_, ts)| ts.as_str())
+            .unwrap_or("");
+        let Some(ts) = TransferSyntaxRegistry.get(ts_uid) else {
+            return respond(
+                assoc,
+                pc_id,
+                &rq,
+                rsp,
+                status::CANNOT_UNDERSTAND,
+                Some("unknown transfer syntax"),
+            )
+            .await;
+        };
+        let query = match InMemDicomObject::read_dataset_with_ts(&identifier[..], ts)
+            .map_err(|e| format!("cannot parse identifier: {e}"))
+            .and_then(|obj| Query::from_identifier(&obj, model).map_err(|e| e.to_string()))
+            .and_then(|q| {
+                q.check_retrieve_keys()
+                    .map(|()| q)
+                    .map_err(|e| e.to_string())
+            }) {
+            Ok(q) => q,
+            Err(msg) => {
+                return respond(assoc, pc_id, &rq, rsp, status::DATASET_MISMATCH, Some(&msg)).await
+            }
+        };
+        let store = self.store.clone();
+        let instances = match tokio::task::spawn_blocking(move || store.instances_for(&query)).await
+        {
+            Ok(Ok(v)) => v,
+            _ => {
+                return respond(
+                    assoc,
+                    pc_id,
+                    &rq,
+                    rsp,
+                    status::UNABLE_TO_PERFORM_SUBOPERATIONS,
+                    Some("query failed inside the node"),
+                )
+                .await
+            }
+        };
+        let total = instances.len().min(u16::MAX as usize) as u16;
+        let mut ops = SubOperations {
+            remaining: total,
+            ..Default::default()
+        };
+        let mut failed_uids: Vec<String> = Vec::new();
+        let mut cancelled = false;
+        let max_fragment =
+            (assoc.requestor_max_pdu_length().clamp(1024, 1 << 20) - 6) as usize & !1;
+        for (n, inst) in instances.iter().take(total as usize).enumerate() {
+            if cancelled {
+                break;
+            }
+            ops.remaining = total.saturating_sub(n as u16 + 1);
+            let target = contexts.iter().find(|(_, (a, t))| {
+                a == &inst.sop_class_uid && renkei_model::uid::trim_uid(t) == inst.transfer_syntax
+            });
+            if let Some((&store_pc, _)) = target {
+                let message_id = 0x8000u16.wrapping_add(n as u16);
+                let cmd = encode_store_rq(message_id, &inst.sop_class_uid, &inst.sop_uid);
+                send_pdv(assoc, store_pc, PDataValueType::Command, &cmd, max_fragment).await?;
+                let path = self.store.blob_path(&inst.blob_hash);
+                send_blob_dataset(assoc, store_pc, &path, max_fragment).await?;
+                let (st, cancel) = receive_store_response(assoc, message_id).await?;
+                cancelled |= cancel;
+                match st {
+                    0x0000 => ops.completed += 1,
+                    0x0001 | 0xB000..=0xBFFF => ops.warning += 1,
+                    _ => {
+                        ops.failed += 1;
+                        failed_uids.push(inst.sop_uid.clone());
+                    }
+                }
+            } else {
+                ops.failed += 1;
+                failed_uids.push(inst.sop_uid.clone());
+            }
+            if ops.remaining > 0 && !cancelled {
+                let pending =
+                    encode_retrieve_response(&rq, rsp, status::PENDING, ops, false, None, false);
+                send_pdv(
+                    assoc,
+                    pc_id,
+                    PDataValueType::Command,
+                    &pending,
+                    max_fragment,
+                )
+                .await?;
+                cancelled |= cancel_requested(assoc).await?;
+            }
+        }
+        let st = if cancelled {
+            status::CANCEL
+        } else if total > 0 && ops.failed == total {
+            status::UNABLE_TO_PERFORM_SUBOPERATIONS
+        } else if ops.failed > 0 {
+            status::SUBOPERATIONS_FAILED
+        } else {
+            status::SUCCESS
+        };
+        let comment = (ops.failed > 0).then_some("no accepted transfer syntax for some instances");
+        let with_list = !failed_uids.is_empty();
+        let fin = encode_retrieve_response(&rq, rsp, st, ops, true, comment, with_list);
+        send_pdv(assoc, pc_id, PDataValueType::Command, &fin, max_fragment).await?;
+        if with_list {
+            let mut obj = InMemDicomObject::new_empty();
+            obj.put(dicom_core::DataElement::new(
+                dicom_dictionary_std::tags::FAILED_SOP_INSTANCE_UID_LIST,
+                dicom_core::VR::UI,
+                dicom_core::PrimitiveValue::Strs(failed_uids.into_iter().collect()),
+            ));
+            let mut bytes = Vec::new();
+            obj.write_dataset_with_ts(&mut bytes, ts)
+                .map_err(|e| format!("cannot encode the failed list: {e}"))?;
+            send_pdv(assoc, pc_id, PDataValueType::Data, &bytes, max_fragment).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Stream the data set of a stored blob (everything after its file meta group).
+async fn send_blob_dataset(
+    assoc: &mut AsyncServerAssociation<TcpStream>,
+    pc_id: u8,
+    path: &std::path::Path,
+    max_fragment: usize,
+) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    // Reads of a stored blob come from the page cache in max-PDU pieces: short enough for
+    // the runtime thread, and memory stays at one PDU.
+    let mut file =
+        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut head = [0u8; 144];
+    file.read_exact(&mut head)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let group_len = u64::from(u32::from_le_bytes([
+        head[140], head[141], head[142], head[143],
+    ]));
+    let start = 144 + group_len;
+    let total = file
+        .metadata()
+        .map_err(|e| e.to_string())?
+        .len()
+        .saturating_sub(start);
+    file.seek(SeekFrom::Start(start))
+        .map_err(|e| e.to_string())?;
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; max_fragment];
+    while sent < total {
+        let want = ((total - sent) as usize).min(max_fragment);
+        file.read_exact(&mut buf[..want])
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        sent += want as u64;
+        assoc
+            .send(&Pdu::PData {
+                data: vec![PDataValue {
+                    presentation_context_id: pc_id,
+                    value_type: PDataValueType::Data,
+                    is_last: sent == total,
+                    data: buf[..want].to_vec(),
+                }],
+            })
+            .await
+            .map_err(|e| format!("cannot send: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Wait for the C-STORE-RSP of a sub-operation; (status, whether a C-CANCEL came first).
+async fn receive_store_response(
+    assoc: &mut AsyncServerAssociation<TcpStream>,
+    message_id: u16,
+) -> Result<(u16, bool), String> {
+    let mut cancelled = false;
+    let mut bytes = Vec::new();
+    loop {
+        match assoc
+            .receive()
+            .await
+            .map_err(|e| format!("receive failed: {e}"))?
+        {
+            Pdu::PData { data } => {
+                for pdv in data {
+                    if pdv.value_type != PDataValueType::Command {
+                        continue;
+                    }
+                    bytes.extend_from_slice(&pdv.data);
+                    if !pdv.is_last {
+                        continue;
+                    }
+                    let all = std::mem::take(&mut bytes);
+                    if let Ok(c) = Command::decode(&all) {
+                        if c.field == field::C_CANCEL_RQ {
+                            cancelled = true;
+                            continue;
+                        }
+                    }
+                    let r = Response::decode(&all).map_err(|e| e.to_string())?;
+                    r.check(field::C_STORE_RSP, message_id)
+                        .map_err(|e| e.to_string())?;
+                    return Ok((r.status, cancelled));
+                }
+            }
+            Pdu::AbortRQ { .. } => return Err("aborted by peer during C-GET".into()),
+            other => return Err(format!("unexpected PDU during C-GET: {other:?}")),
+        }
     }
 }
 

@@ -216,6 +216,25 @@ impl Query {
         Ok(())
     }
 
+    /// A C-GET/C-MOVE identifier must name what to retrieve by the unique key of its level
+    /// (PS3.4 C.4.2.2.1): a universal retrieve of the whole archive is refused.
+    pub fn check_retrieve_keys(&self) -> Result<(), QueryError> {
+        let (tag, key) = match self.level {
+            Level::Patient => (tags::PATIENT_ID, "PatientID"),
+            Level::Study => (tags::STUDY_INSTANCE_UID, "StudyInstanceUID"),
+            Level::Series => (tags::SERIES_INSTANCE_UID, "SeriesInstanceUID"),
+            Level::Image => (tags::SOP_INSTANCE_UID, "SOPInstanceUID"),
+        };
+        if self.key(tag).is_some() {
+            Ok(())
+        } else {
+            Err(QueryError::MissingUniqueKey {
+                level: self.level.as_str(),
+                key,
+            })
+        }
+    }
+
     /// Whether an entity matches every key. `value` gives the entity's value of an
     /// attribute (None when the node does not know it, which fails a non-universal key).
     pub fn matches(&self, value: impl Fn(Tag) -> Option<String>) -> bool {

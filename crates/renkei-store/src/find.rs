@@ -209,3 +209,41 @@ impl Store {
 fn wants(q: &Query, tag: dicom_core::Tag) -> bool {
     q.return_tags.contains(&tag)
 }
+
+impl Store {
+    /// The instances a C-GET/C-MOVE identifier names: the matches of `q` at its level and
+    /// everything below them, in index order.
+    pub fn instances_for(&self, q: &Query) -> Result<Vec<renkei_model::InstanceRecord>> {
+        let mut entities = Vec::new();
+        self.find(q, |e| {
+            entities.push(e);
+            true
+        })?;
+        let mut out = Vec::new();
+        for e in entities {
+            if let Some(i) = e.instance {
+                out.push(i);
+                continue;
+            }
+            let series_uids = match (&e.series, &e.study) {
+                (Some(s), _) => vec![s.series_uid.clone()],
+                (None, Some(st)) => self.study_series(&st.study_uid)?,
+                (None, None) => {
+                    let mut all = Vec::new();
+                    for st in self.patient_studies(&e.patient.key)? {
+                        all.extend(self.study_series(&st)?);
+                    }
+                    all
+                }
+            };
+            for s in series_uids {
+                for uid in self.series_instances(&s)? {
+                    if let Some(i) = self.instance(&uid)? {
+                        out.push(i);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}

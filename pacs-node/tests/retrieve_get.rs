@@ -1,0 +1,128 @@
+//! C-GET against DCMTK getscu: instances come back over the requester's association,
+//! byte-identical; what cannot be sent in an accepted syntax is reported as failed.
+
+mod common;
+
+use common::*;
+
+fn getscu(node: &Node, out: &std::path::Path, keys: &[&str]) -> String {
+    std::fs::create_dir_all(out).unwrap();
+    let mut cmd = dcmtk("getscu");
+    cmd.args(["-v", "-S", "-aec", &node.ae_title, "-od"])
+        .arg(out);
+    for k in keys {
+        cmd.args(["-k", k]);
+    }
+    let o = cmd
+        .args(["127.0.0.1", &node.dicom_port.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+}
+
+fn received(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn c_get_returns_identical_instances() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = synth(&tmp.path().join("synth"), 20, 10, 64);
+    let node = Node::start(&tmp.path().join("data"));
+    let out = dcmtk("storescu")
+        .args([
+            "-aec",
+            &node.ae_title,
+            "127.0.0.1",
+            &node.dicom_port.to_string(),
+        ])
+        .args(&files)
+        .arg(corpus("valid/JPEG-LL.dcm"))
+        .args(["-xs"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    // the study of the first synthetic file: one series of ten
+    let study = dataset_uid(&files[0], dicom_dictionary_std::tags::STUDY_INSTANCE_UID);
+    let dir = tmp.path().join("get-study");
+    let log = getscu(
+        &node,
+        &dir,
+        &[
+            "QueryRetrieveLevel=STUDY",
+            &format!("StudyInstanceUID={study}"),
+        ],
+    );
+    assert!(log.contains("Received C-GET Response (Success)"), "{log}");
+    assert!(
+        log.contains("Number of Completed Suboperations : 10"),
+        "{log}"
+    );
+    let got = received(&dir);
+    assert_eq!(got.len(), 10);
+    let in_study = files
+        .iter()
+        .filter(|f| dataset_uid(f, dicom_dictionary_std::tags::STUDY_INSTANCE_UID) == study);
+    for f in in_study {
+        let uid = dataset_uid(f, dicom_dictionary_std::tags::SOP_INSTANCE_UID);
+        let back = got
+            .iter()
+            .find(|p| p.to_string_lossy().ends_with(&uid))
+            .unwrap_or_else(|| panic!("{uid} not retrieved"));
+        assert_eq!(dataset_bytes(back), dataset_bytes(f), "{uid}");
+    }
+
+    // a JPEG Lossless instance, while getscu accepts only uncompressed syntaxes: reported
+    // as a failed sub-operation with the Failed SOP Instance UID List
+    let jpeg_study = dataset_uid(
+        &corpus("valid/JPEG-LL.dcm"),
+        dicom_dictionary_std::tags::STUDY_INSTANCE_UID,
+    );
+    let log = getscu(
+        &node,
+        &tmp.path().join("get-jpeg"),
+        &[
+            "QueryRetrieveLevel=STUDY",
+            &format!("StudyInstanceUID={jpeg_study}"),
+        ],
+    );
+    assert!(
+        log.contains("Number of Failed Suboperations    : 1"),
+        "{log}"
+    );
+    assert!(!log.contains("Received C-GET Response (Success)"), "{log}");
+
+    // a retrieve that does not name what it wants is refused
+    let log = getscu(
+        &node,
+        &tmp.path().join("get-all"),
+        &["QueryRetrieveLevel=STUDY"],
+    );
+    assert!(
+        log.contains("0xa900")
+            || log.contains("DataSetDoesNotMatchSOPClass")
+            || log.contains("Identifier"),
+        "{log}"
+    );
+    assert!(received(&tmp.path().join("get-all")).is_empty());
+    assert!(node.echo());
+}
+
+fn dataset_uid(path: &std::path::Path, tag: dicom_core::Tag) -> String {
+    dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(path)
+        .unwrap()
+        .element(tag)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches(['\0', ' '])
+        .to_string()
+}
