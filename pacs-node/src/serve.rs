@@ -1,9 +1,10 @@
 //! `pacs-node serve`: resolve settings, open the store, run the DICOM and HTTP listeners
 //! until SIGINT/SIGTERM.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -60,6 +61,10 @@ impl Settings {
             AcceptPolicy::listed(remotes.iter().map(|r| r.ae_title.as_str()))
         };
         let defaults = ScpOptions::default();
+        let remote_table: HashMap<String, (String, u16)> = remotes
+            .iter()
+            .map(|r| (r.ae_title.clone(), (r.host.clone(), r.port)))
+            .collect();
         Ok(Settings {
             data_dir: args
                 .data_dir
@@ -84,6 +89,7 @@ impl Settings {
                     .unwrap_or(defaults.idle_timeout),
                 max_associations: file.max_associations.unwrap_or(defaults.max_associations),
                 max_find_results: file.max_find_results.unwrap_or(defaults.max_find_results),
+                remotes: Arc::new(RwLock::new(remote_table)),
                 store_timeout: file
                     .store_timeout_secs
                     .map(Duration::from_secs)

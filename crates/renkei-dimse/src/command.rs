@@ -22,6 +22,10 @@ pub mod field {
     pub const C_GET_RQ: u16 = 0x0010;
     /// C-GET-RSP.
     pub const C_GET_RSP: u16 = 0x8010;
+    /// C-MOVE-RQ.
+    pub const C_MOVE_RQ: u16 = 0x0021;
+    /// C-MOVE-RSP.
+    pub const C_MOVE_RSP: u16 = 0x8021;
     /// C-ECHO-RQ.
     pub const C_ECHO_RQ: u16 = 0x0030;
     /// C-ECHO-RSP.
@@ -44,6 +48,8 @@ pub mod status {
     pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
     /// Unrecognized operation.
     pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
+    /// Refused: Move Destination unknown (C-MOVE).
+    pub const MOVE_DESTINATION_UNKNOWN: u16 = 0xA801;
     /// Pending: a C-FIND match follows.
     pub const PENDING: u16 = 0xFF00;
     /// Cancel: the operation stopped on C-CANCEL.
@@ -72,6 +78,8 @@ pub struct Command {
     pub sop_instance_uid: String,
     /// Whether a data set follows.
     pub has_dataset: bool,
+    /// Move Destination (C-MOVE), empty otherwise.
+    pub move_destination: String,
 }
 
 /// A command set could not be read, or does not answer what was asked.
@@ -210,6 +218,33 @@ pub fn encode_store_rq(message_id: u16, sop_class_uid: &str, sop_instance_uid: &
     ])
 }
 
+/// C-STORE-RQ of a C-MOVE sub-operation, naming the move originator (PS3.7 9.3.1.1).
+pub fn encode_store_rq_for_move(
+    message_id: u16,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+    originator_ae: &str,
+    originator_message_id: u16,
+) -> Vec<u8> {
+    let mut obj = read(&encode_store_rq(
+        message_id,
+        sop_class_uid,
+        sop_instance_uid,
+    ))
+    .expect("our own command set decodes");
+    obj.put(DataElement::new(
+        tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE,
+        VR::AE,
+        PrimitiveValue::from(originator_ae),
+    ));
+    obj.put(us_element(
+        tags::MOVE_ORIGINATOR_MESSAGE_ID,
+        originator_message_id,
+    ));
+    obj.remove_element(tags::COMMAND_GROUP_LENGTH);
+    encode(obj.into_iter().collect())
+}
+
 /// What a DIMSE status means (PS3.7 C), for messages when the peer gave no Error Comment.
 pub fn status_meaning(status: u16) -> &'static str {
     match status {
@@ -282,6 +317,7 @@ impl Command {
             sop_class_uid: str_of(tags::AFFECTED_SOP_CLASS_UID),
             sop_instance_uid: str_of(tags::AFFECTED_SOP_INSTANCE_UID),
             has_dataset: u16_of(tags::COMMAND_DATA_SET_TYPE).is_some_and(|t| t != NO_DATASET),
+            move_destination: str_of(tags::MOVE_DESTINATION),
         })
     }
 }
@@ -350,6 +386,7 @@ mod tests {
             sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
             sop_instance_uid: "1.2.3".into(),
             has_dataset: true,
+            ..Default::default()
         };
         let long = "x".repeat(100);
         let bytes = encode_response(

@@ -14,13 +14,15 @@ use dicom_dictionary_std::uids;
 use dicom_ul::association::server::AsyncServerAssociation;
 use dicom_ul::association::server::Negotiation;
 use dicom_ul::association::Association;
+use dicom_ul::association::AsyncAssociation;
 
+use dicom_ul::association::client::AsyncClientAssociation;
 use dicom_ul::pdu::{
     AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
     AssociationRJSource, PDataValue, PDataValueType, PresentationContextResultReason,
     RequestorRoles,
 };
-use dicom_ul::{Pdu, ServerAssociationOptions};
+use dicom_ul::{ClientAssociationOptions, Pdu, ServerAssociationOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -34,8 +36,8 @@ use renkei_model::storage_classes::STORAGE_SOP_CLASSES;
 use renkei_store::{Ingest, IngestMeta, IngestOutcome, Store, StoreError};
 
 use crate::command::{
-    encode_response, encode_response_with, encode_retrieve_response, encode_store_rq, field,
-    status, Command, Response, SubOperations,
+    encode_response, encode_response_with, encode_retrieve_response, encode_store_rq,
+    encode_store_rq_for_move, field, status, Command, Response, SubOperations,
 };
 use crate::find::encode_identifier;
 use crate::metrics::Metrics;
@@ -54,6 +56,9 @@ pub struct ScpOptions {
     pub accept: AcceptPolicy,
     /// Associations served at once; more are rejected as transient "local limit exceeded".
     pub max_associations: usize,
+    /// Remote AEs by title: (host, port), the destinations C-MOVE may send to. Shared so
+    /// that the REST API can change them without a restart.
+    pub remotes: Remotes,
     /// Most matches one C-FIND returns; beyond, it ends with 0xA700 and a comment asking
     /// for a narrower query.
     pub max_find_results: usize,
@@ -71,6 +76,7 @@ impl Default for ScpOptions {
             accept: AcceptPolicy::Any,
             max_associations: 64,
             max_find_results: 10_000,
+            remotes: Remotes::default(),
             store_timeout: Duration::from_secs(120),
         }
     }
@@ -84,6 +90,9 @@ pub struct Scp {
     metrics: Arc<Metrics>,
     slots: Arc<Semaphore>,
 }
+
+/// Remote AE title → (host, port).
+pub type Remotes = Arc<std::sync::RwLock<HashMap<String, (String, u16)>>>;
 
 /// Accepted presentation contexts: id → (abstract syntax, transfer syntax).
 type Contexts = HashMap<u8, (String, String)>;
@@ -167,7 +176,9 @@ impl Scp {
             .with_abstract_syntax(uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND)
             .with_abstract_syntax(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND)
             .with_abstract_syntax(uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET)
-            .with_abstract_syntax(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET);
+            .with_abstract_syntax(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET)
+            .with_abstract_syntax(uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE)
+            .with_abstract_syntax(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE);
         // No transfer syntax list: dicom-ul then accepts any syntax its registry knows,
         // compressed ones included (stored as received).
         for (uid, _) in STORAGE_SOP_CLASSES {
@@ -308,8 +319,8 @@ impl Scp {
                                         Some(Pending::Store(p)) => {
                                             self.finish_store(assoc, *p).await?
                                         }
-                                        Some(Pending::Find(f)) if f.op == field::C_GET_RQ => {
-                                            self.run_get(assoc, f, contexts).await?
+                                        Some(Pending::Find(f)) if f.op != field::C_FIND_RQ => {
+                                            self.run_retrieve(assoc, f, contexts, calling).await?
                                         }
                                         Some(Pending::Find(f)) => {
                                             self.run_find(assoc, f, contexts).await?
@@ -383,7 +394,7 @@ impl Scp {
                 })));
                 Ok(())
             }
-            field::C_FIND_RQ | field::C_GET_RQ => {
+            field::C_FIND_RQ | field::C_GET_RQ | field::C_MOVE_RQ => {
                 let op = rq.field;
                 let abstract_syntax = contexts.get(&pc_id).map(|(a, _)| a.as_str());
                 let model = match (op, abstract_syntax) {
@@ -394,6 +405,10 @@ impl Scp {
                     | (
                         field::C_GET_RQ,
                         Some(uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET),
+                    )
+                    | (
+                        field::C_MOVE_RQ,
+                        Some(uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE),
                     ) => InfoModel::PatientRoot,
                     (
                         field::C_FIND_RQ,
@@ -402,6 +417,10 @@ impl Scp {
                     | (
                         field::C_GET_RQ,
                         Some(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET),
+                    )
+                    | (
+                        field::C_MOVE_RQ,
+                        Some(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE),
                     ) => InfoModel::StudyRoot,
                     _ => {
                         return respond(
@@ -592,8 +611,7 @@ impl Scp {
             });
             (r, n)
         });
-        let max_fragment =
-            (assoc.requestor_max_pdu_length().clamp(1024, 1 << 20) - 6) as usize & !1;
+        let max_fragment = max_fragment_for(assoc.peer_max_pdu_length());
         let mut cancelled = false;
         while let Some(bytes) = rx.recv().await {
             let cmd = encode_response_with(&rq, field::C_FIND_RSP, status::PENDING, None, true);
@@ -644,39 +662,34 @@ impl Negotiation for RetrieveRoles {
 }
 
 impl Scp {
-    /// Answer a C-GET (PS3.4 C.4.3): every matching instance is sent back over this
-    /// association as a C-STORE sub-operation, in the transfer syntax it is stored in when
-    /// the requester accepted it for that SOP class (otherwise the sub-operation fails:
-    /// transcoding comes with the pixel pipeline), with pending responses counting the
-    /// sub-operations and C-CANCEL honoured between them.
-    async fn run_get(
+    /// Answer a C-GET or C-MOVE (PS3.4 C.4.2, C.4.3): every matching instance is sent as a
+    /// C-STORE sub-operation, over this association for C-GET (the requester took the SCP
+    /// role) or over a new association to the move destination, in the transfer syntax it
+    /// is stored in when the receiver accepted that for the SOP class (otherwise the
+    /// sub-operation fails with a reason: transcoding comes with the pixel pipeline).
+    /// Pending responses count the sub-operations; C-CANCEL is honoured between them.
+    async fn run_retrieve(
         &self,
         assoc: &mut AsyncServerAssociation<TcpStream>,
         f: PendingFind,
         contexts: &Contexts,
+        calling: &str,
     ) -> Result<(), String> {
         let PendingFind {
+            op,
             rq,
             pc_id,
             model,
             identifier,
-            ..
         } = f;
-        let rsp = field::C_GET_RSP;
+        let rsp = op | 0x8000;
         let ts_uid = contexts
             .get(&pc_id)
             .map(|(_, ts)| ts.as_str())
             .unwrap_or("");
         let Some(ts) = TransferSyntaxRegistry.get(ts_uid) else {
-            return respond(
-                assoc,
-                pc_id,
-                &rq,
-                rsp,
-                status::CANNOT_UNDERSTAND,
-                Some("unknown transfer syntax"),
-            )
-            .await;
+            let msg = "unknown transfer syntax";
+            return respond(assoc, pc_id, &rq, rsp, status::CANNOT_UNDERSTAND, Some(msg)).await;
         };
         let query = match InMemDicomObject::read_dataset_with_ts(&identifier[..], ts)
             .map_err(|e| format!("cannot parse identifier: {e}"))
@@ -691,58 +704,106 @@ impl Scp {
                 return respond(assoc, pc_id, &rq, rsp, status::DATASET_MISMATCH, Some(&msg)).await
             }
         };
+        // C-MOVE: the destination must be a known remote AE (PS3.4 C.4.2.1.4.1: 0xA801)
+        let destination = if op == field::C_MOVE_RQ {
+            let dest = rq.move_destination.trim().to_string();
+            let known = self
+                .options
+                .remotes
+                .read()
+                .map_err(|_| "remote AE table poisoned".to_string())?
+                .get(&dest)
+                .cloned();
+            match known {
+                Some(addr) => Some((dest, addr)),
+                None => {
+                    let msg = format!("unknown move destination {dest:?}");
+                    return respond(
+                        assoc,
+                        pc_id,
+                        &rq,
+                        rsp,
+                        status::MOVE_DESTINATION_UNKNOWN,
+                        Some(&msg),
+                    )
+                    .await;
+                }
+            }
+        } else {
+            None
+        };
         let store = self.store.clone();
         let instances = match tokio::task::spawn_blocking(move || store.instances_for(&query)).await
         {
             Ok(Ok(v)) => v,
             _ => {
+                let msg = "query failed inside the node";
                 return respond(
                     assoc,
                     pc_id,
                     &rq,
                     rsp,
                     status::UNABLE_TO_PERFORM_SUBOPERATIONS,
-                    Some("query failed inside the node"),
+                    Some(msg),
                 )
-                .await
+                .await;
             }
         };
         let total = instances.len().min(u16::MAX as usize) as u16;
+        let instances = &instances[..total as usize];
+        let mut target = match destination {
+            None => None,
+            Some((ae, (host, port))) => match self
+                .open_move_association(&ae, &host, port, instances)
+                .await
+            {
+                Ok(client) => Some(client),
+                Err(e) => {
+                    warn!(destination = %ae, error = %e, "cannot reach the move destination");
+                    let msg = format!("cannot associate with {ae}");
+                    return respond(
+                        assoc,
+                        pc_id,
+                        &rq,
+                        rsp,
+                        status::UNABLE_TO_PERFORM_SUBOPERATIONS,
+                        Some(&msg),
+                    )
+                    .await;
+                }
+            },
+        };
         let mut ops = SubOperations {
             remaining: total,
             ..Default::default()
         };
         let mut failed_uids: Vec<String> = Vec::new();
         let mut cancelled = false;
-        let max_fragment =
-            (assoc.requestor_max_pdu_length().clamp(1024, 1 << 20) - 6) as usize & !1;
-        for (n, inst) in instances.iter().take(total as usize).enumerate() {
+        let max_fragment = max_fragment_for(assoc.peer_max_pdu_length());
+        for (n, inst) in instances.iter().enumerate() {
             if cancelled {
                 break;
             }
             ops.remaining = total.saturating_sub(n as u16 + 1);
-            let target = contexts.iter().find(|(_, (a, t))| {
-                a == &inst.sop_class_uid && renkei_model::uid::trim_uid(t) == inst.transfer_syntax
-            });
-            if let Some((&store_pc, _)) = target {
-                let message_id = 0x8000u16.wrapping_add(n as u16);
-                let cmd = encode_store_rq(message_id, &inst.sop_class_uid, &inst.sop_uid);
-                send_pdv(assoc, store_pc, PDataValueType::Command, &cmd, max_fragment).await?;
-                let path = self.store.blob_path(&inst.blob_hash);
-                send_blob_dataset(assoc, store_pc, &path, max_fragment).await?;
-                let (st, cancel) = receive_store_response(assoc, message_id).await?;
-                cancelled |= cancel;
-                match st {
-                    0x0000 => ops.completed += 1,
-                    0x0001 | 0xB000..=0xBFFF => ops.warning += 1,
-                    _ => {
-                        ops.failed += 1;
-                        failed_uids.push(inst.sop_uid.clone());
-                    }
+            let message_id = 0x8000u16.wrapping_add(n as u16);
+            let path = self.store.blob_path(&inst.blob_hash);
+            let outcome = match target.as_mut() {
+                None => store_sub_op(assoc, contexts, inst, &path, message_id, None).await?,
+                Some((client, client_contexts)) => {
+                    let originator = Some((calling, rq.message_id));
+                    store_sub_op(client, client_contexts, inst, &path, message_id, originator)
+                        .await?
                 }
-            } else {
-                ops.failed += 1;
-                failed_uids.push(inst.sop_uid.clone());
+            };
+            let (st, cancel) = outcome.unwrap_or((status::SOP_CLASS_NOT_SUPPORTED, false));
+            cancelled |= cancel;
+            match st {
+                0x0000 => ops.completed += 1,
+                0x0001 | 0xB000..=0xBFFF => ops.warning += 1,
+                _ => {
+                    ops.failed += 1;
+                    failed_uids.push(inst.sop_uid.clone());
+                }
             }
             if ops.remaining > 0 && !cancelled {
                 let pending =
@@ -758,6 +819,11 @@ impl Scp {
                 cancelled |= cancel_requested(assoc).await?;
             }
         }
+        if let Some((client, _)) = target {
+            if let Err(e) = client.release().await {
+                debug!(error = %e, "release of the move association failed");
+            }
+        }
         let st = if cancelled {
             status::CANCEL
         } else if total > 0 && ops.failed == total {
@@ -767,7 +833,8 @@ impl Scp {
         } else {
             status::SUCCESS
         };
-        let comment = (ops.failed > 0).then_some("no accepted transfer syntax for some instances");
+        let comment =
+            (ops.failed > 0).then_some("some instances were refused or had no accepted syntax");
         let with_list = !failed_uids.is_empty();
         let fin = encode_retrieve_response(&rq, rsp, st, ops, true, comment, with_list);
         send_pdv(assoc, pc_id, PDataValueType::Command, &fin, max_fragment).await?;
@@ -785,11 +852,88 @@ impl Scp {
         }
         Ok(())
     }
+
+    /// A new association to a C-MOVE destination, proposing one presentation context per
+    /// (SOP class, stored transfer syntax) the instances need.
+    async fn open_move_association(
+        &self,
+        ae: &str,
+        host: &str,
+        port: u16,
+        instances: &[renkei_model::InstanceRecord],
+    ) -> Result<(AsyncClientAssociation<TcpStream>, Contexts), String> {
+        let mut pairs: Vec<(String, String)> = instances
+            .iter()
+            .map(|i| (i.sop_class_uid.clone(), i.transfer_syntax.clone()))
+            .collect();
+        pairs.sort();
+        pairs.dedup();
+        pairs.truncate(128);
+        let mut options = ClientAssociationOptions::new()
+            .calling_ae_title(self.options.ae_title.clone())
+            .called_ae_title(ae.to_string())
+            .max_pdu_length(self.options.max_pdu)
+            .read_timeout(self.options.idle_timeout)
+            .connection_timeout(Duration::from_secs(10));
+        for (class, ts) in &pairs {
+            options = options.with_presentation_context(class.clone(), vec![ts.clone()]);
+        }
+        let mut client = tokio::time::timeout(
+            self.options.idle_timeout,
+            options.establish_async((host, port)),
+        )
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+        if let Err(e) = AsyncAssociation::inner_stream(&mut client).set_nodelay(true) {
+            debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let contexts = client
+            .presentation_contexts()
+            .iter()
+            .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+            .map(|pc| {
+                (
+                    pc.id,
+                    (pc.abstract_syntax.clone(), pc.transfer_syntax.clone()),
+                )
+            })
+            .collect();
+        Ok((client, contexts))
+    }
+}
+
+/// One C-STORE sub-operation of a retrieve over `target`: None when no accepted
+/// presentation context fits the instance's SOP class and stored syntax, else the
+/// receiver's status and whether a C-CANCEL arrived meanwhile (C-GET only).
+async fn store_sub_op<A: AsyncAssociation<TcpStream> + Send>(
+    target: &mut A,
+    contexts: &Contexts,
+    inst: &renkei_model::InstanceRecord,
+    path: &std::path::Path,
+    message_id: u16,
+    originator: Option<(&str, u16)>,
+) -> Result<Option<(u16, bool)>, String> {
+    let Some((&pc, _)) = contexts.iter().find(|(_, (a, t))| {
+        a == &inst.sop_class_uid && renkei_model::uid::trim_uid(t) == inst.transfer_syntax
+    }) else {
+        return Ok(None);
+    };
+    let cmd = match originator {
+        None => encode_store_rq(message_id, &inst.sop_class_uid, &inst.sop_uid),
+        Some((ae, id)) => {
+            encode_store_rq_for_move(message_id, &inst.sop_class_uid, &inst.sop_uid, ae, id)
+        }
+    };
+    let max = max_fragment_for(target.peer_max_pdu_length());
+    send_pdv(target, pc, PDataValueType::Command, &cmd, max).await?;
+    send_blob_dataset(target, pc, path, max).await?;
+    receive_store_response(target, message_id).await.map(Some)
 }
 
 /// Stream the data set of a stored blob (everything after its file meta group).
-async fn send_blob_dataset(
-    assoc: &mut AsyncServerAssociation<TcpStream>,
+async fn send_blob_dataset<A: AsyncAssociation<TcpStream> + Send>(
+    assoc: &mut A,
     pc_id: u8,
     path: &std::path::Path,
     max_fragment: usize,
@@ -820,31 +964,32 @@ async fn send_blob_dataset(
         file.read_exact(&mut buf[..want])
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         sent += want as u64;
-        assoc
-            .send(&Pdu::PData {
+        AsyncAssociation::send(
+            assoc,
+            &Pdu::PData {
                 data: vec![PDataValue {
                     presentation_context_id: pc_id,
                     value_type: PDataValueType::Data,
                     is_last: sent == total,
                     data: buf[..want].to_vec(),
                 }],
-            })
-            .await
-            .map_err(|e| format!("cannot send: {e}"))?;
+            },
+        )
+        .await
+        .map_err(|e| format!("cannot send: {e}"))?;
     }
     Ok(())
 }
 
 /// Wait for the C-STORE-RSP of a sub-operation; (status, whether a C-CANCEL came first).
-async fn receive_store_response(
-    assoc: &mut AsyncServerAssociation<TcpStream>,
+async fn receive_store_response<A: AsyncAssociation<TcpStream> + Send>(
+    assoc: &mut A,
     message_id: u16,
 ) -> Result<(u16, bool), String> {
     let mut cancelled = false;
     let mut bytes = Vec::new();
     loop {
-        match assoc
-            .receive()
+        match AsyncAssociation::receive(assoc)
             .await
             .map_err(|e| format!("receive failed: {e}"))?
         {
@@ -870,15 +1015,26 @@ async fn receive_store_response(
                     return Ok((r.status, cancelled));
                 }
             }
-            Pdu::AbortRQ { .. } => return Err("aborted by peer during C-GET".into()),
-            other => return Err(format!("unexpected PDU during C-GET: {other:?}")),
+            Pdu::AbortRQ { .. } => return Err("aborted by peer during a sub-operation".into()),
+            other => return Err(format!("unexpected PDU during a sub-operation: {other:?}")),
         }
     }
 }
 
+/// The largest PDV payload for a peer's max PDU (which counts the 6-byte PDV header),
+/// capped at 1 MiB (0 means unlimited) and even.
+fn max_fragment_for(peer_max_pdu: u32) -> usize {
+    let max = if peer_max_pdu == 0 {
+        1 << 20
+    } else {
+        peer_max_pdu.clamp(1024, 1 << 20)
+    };
+    (max - 6) as usize & !1
+}
+
 /// Send one message part, split into PDUs the peer accepts.
-async fn send_pdv(
-    assoc: &mut AsyncServerAssociation<TcpStream>,
+async fn send_pdv<A: AsyncAssociation<TcpStream> + Send>(
+    assoc: &mut A,
     pc_id: u8,
     value_type: PDataValueType,
     bytes: &[u8],
@@ -889,17 +1045,19 @@ async fn send_pdv(
         return Err("empty message part".into());
     }
     while let Some(chunk) = chunks.next() {
-        assoc
-            .send(&Pdu::PData {
+        AsyncAssociation::send(
+            assoc,
+            &Pdu::PData {
                 data: vec![PDataValue {
                     presentation_context_id: pc_id,
                     value_type: value_type.clone(),
                     is_last: chunks.peek().is_none(),
                     data: chunk.to_vec(),
                 }],
-            })
-            .await
-            .map_err(|e| format!("cannot send: {e}"))?;
+            },
+        )
+        .await
+        .map_err(|e| format!("cannot send: {e}"))?;
     }
     Ok(())
 }

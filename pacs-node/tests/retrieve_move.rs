@@ -1,0 +1,126 @@
+//! C-MOVE with DCMTK movescu to a DCMTK storescp destination: instances arrive over a new
+//! association, byte-identical; an unknown destination is refused with 0xA801.
+
+mod common;
+
+use std::process::{Child, Stdio};
+
+use common::*;
+
+struct Storescp(Child);
+
+impl Drop for Storescp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn movescu(node: &Node, dest: &str, keys: &[&str]) -> String {
+    let mut cmd = dcmtk("movescu");
+    cmd.args(["-v", "-S", "-aec", &node.ae_title, "-aem", dest]);
+    for k in keys {
+        cmd.args(["-k", k]);
+    }
+    let o = cmd
+        .args(["127.0.0.1", &node.dicom_port.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+}
+
+#[test]
+fn c_move_to_storescp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("received");
+    std::fs::create_dir_all(&out).unwrap();
+    let scp_port = free_port();
+    let _storescp = Storescp(
+        dcmtk("storescp")
+            .args(["-aet", "STORESCP", "-od"])
+            .arg(&out)
+            .arg(scp_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let remote = format!("STORESCP@127.0.0.1:{scp_port}");
+    let node = Node::start_with(&tmp.path().join("data"), &["--remote", &remote]);
+    let files = synth(&tmp.path().join("synth"), 12, 6, 64);
+    let sent = dcmtk("storescu")
+        .args([
+            "-aec",
+            &node.ae_title,
+            "127.0.0.1",
+            &node.dicom_port.to_string(),
+        ])
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(sent.status.success(), "{sent:?}");
+
+    // series level: the six instances of the first series
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(&files[0])
+        .unwrap();
+    let uid = |tag| {
+        obj.element(tag)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches(['\0', ' '])
+            .to_string()
+    };
+    let study = uid(dicom_dictionary_std::tags::STUDY_INSTANCE_UID);
+    let series = uid(dicom_dictionary_std::tags::SERIES_INSTANCE_UID);
+    let log = movescu(
+        &node,
+        "STORESCP",
+        &[
+            "QueryRetrieveLevel=SERIES",
+            &format!("StudyInstanceUID={study}"),
+            &format!("SeriesInstanceUID={series}"),
+        ],
+    );
+    assert!(
+        log.contains("Received Final Move Response (Success)"),
+        "{log}"
+    );
+    let mut got: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    got.sort();
+    assert_eq!(got.len(), 6, "{got:?}");
+    for f in &files[..6] {
+        let sop = dicom_object::OpenFileOptions::new()
+            .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+            .open_file(f)
+            .unwrap()
+            .element(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches(['\0', ' '])
+            .to_string();
+        let back = got
+            .iter()
+            .find(|p| p.to_string_lossy().ends_with(&sop))
+            .unwrap_or_else(|| panic!("{sop} not moved"));
+        assert_eq!(dataset_bytes(back), dataset_bytes(f));
+    }
+
+    // an AE the node does not know
+    let log = movescu(
+        &node,
+        "NOWHERE",
+        &[
+            "QueryRetrieveLevel=STUDY",
+            &format!("StudyInstanceUID={study}"),
+        ],
+    );
+    assert!(log.contains("MoveDestinationUnknown"), "{log}");
+    assert!(node.echo());
+}
