@@ -77,7 +77,7 @@ fn acknowledged_instances_survive_sigkill() {
 
     let store = renkei_store::Store::open_read_only(&node.data_dir).unwrap();
     for f in &files[..acked] {
-        let uid = sop_uid(f);
+        let uid = file_attr(f, dicom_dictionary_std::tags::SOP_INSTANCE_UID);
         let rec = store
             .instance(&uid)
             .unwrap()
@@ -92,17 +92,4 @@ fn acknowledged_instances_survive_sigkill() {
     }
     drop(store);
     node.assert_check_clean();
-}
-
-fn sop_uid(path: &std::path::Path) -> String {
-    let obj = dicom_object::OpenFileOptions::new()
-        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
-        .open_file(path)
-        .unwrap();
-    obj.element(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .trim_end_matches(['\0', ' '])
-        .to_string()
 }

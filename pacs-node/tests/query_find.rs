@@ -8,16 +8,7 @@ use std::collections::BTreeSet;
 use common::*;
 
 fn findscu(node: &Node, root: &str, keys: &[&str]) -> String {
-    let mut cmd = dcmtk("findscu");
-    cmd.args(["-v", root, "-aec", &node.ae_title]);
-    for k in keys {
-        cmd.args(["-k", k]);
-    }
-    let out = cmd
-        .args(["127.0.0.1", &node.dicom_port.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    dcmtk_qr(node, "findscu", &[root], keys)
 }
 
 /// Values of `tag` in findscu's dumps of the responses (its dump of the request, printed
@@ -207,16 +198,7 @@ fn c_find_cancel() {
     let tmp = tempfile::tempdir().unwrap();
     let files = synth(&tmp.path().join("synth"), 1000, 1, 32);
     let node = Node::start(&tmp.path().join("data"));
-    let out = dcmtk("storescu")
-        .args([
-            "-aec",
-            &node.ae_title,
-            "127.0.0.1",
-            &node.dicom_port.to_string(),
-        ])
-        .args(&files)
-        .output()
-        .unwrap();
+    let out = storescu(&node, &files);
     assert!(out.status.success(), "{out:?}");
     let r = pynetdicom_find(
         &node,

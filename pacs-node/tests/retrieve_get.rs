@@ -7,17 +7,8 @@ use common::*;
 
 fn getscu(node: &Node, out: &std::path::Path, keys: &[&str]) -> String {
     std::fs::create_dir_all(out).unwrap();
-    let mut cmd = dcmtk("getscu");
-    cmd.args(["-v", "-S", "-aec", &node.ae_title, "-od"])
-        .arg(out);
-    for k in keys {
-        cmd.args(["-k", k]);
-    }
-    let o = cmd
-        .args(["127.0.0.1", &node.dicom_port.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+    let od = out.to_str().unwrap();
+    dcmtk_qr(node, "getscu", &["-S", "-od", od], keys)
 }
 
 fn received(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -34,22 +25,25 @@ fn c_get_returns_identical_instances() {
     let tmp = tempfile::tempdir().unwrap();
     let files = synth(&tmp.path().join("synth"), 20, 10, 64);
     let node = Node::start(&tmp.path().join("data"));
-    let out = dcmtk("storescu")
-        .args([
-            "-aec",
-            &node.ae_title,
-            "127.0.0.1",
-            &node.dicom_port.to_string(),
-        ])
-        .args(&files)
-        .arg(corpus("valid/JPEG-LL.dcm"))
-        .args(["-xs"])
-        .output()
-        .unwrap();
+    let out = {
+        let mut all = files.clone();
+        all.push(corpus("valid/JPEG-LL.dcm"));
+        dcmtk("storescu")
+            .args([
+                "-xs",
+                "-aec",
+                &node.ae_title,
+                "127.0.0.1",
+                &node.dicom_port.to_string(),
+            ])
+            .args(&all)
+            .output()
+            .unwrap()
+    };
     assert!(out.status.success(), "{out:?}");
 
     // the study of the first synthetic file: one series of ten
-    let study = dataset_uid(&files[0], dicom_dictionary_std::tags::STUDY_INSTANCE_UID);
+    let study = file_attr(&files[0], dicom_dictionary_std::tags::STUDY_INSTANCE_UID);
     let dir = tmp.path().join("get-study");
     let log = getscu(
         &node,
@@ -68,9 +62,9 @@ fn c_get_returns_identical_instances() {
     assert_eq!(got.len(), 10);
     let in_study = files
         .iter()
-        .filter(|f| dataset_uid(f, dicom_dictionary_std::tags::STUDY_INSTANCE_UID) == study);
+        .filter(|f| file_attr(f, dicom_dictionary_std::tags::STUDY_INSTANCE_UID) == study);
     for f in in_study {
-        let uid = dataset_uid(f, dicom_dictionary_std::tags::SOP_INSTANCE_UID);
+        let uid = file_attr(f, dicom_dictionary_std::tags::SOP_INSTANCE_UID);
         let back = got
             .iter()
             .find(|p| p.to_string_lossy().ends_with(&uid))
@@ -80,7 +74,7 @@ fn c_get_returns_identical_instances() {
 
     // a JPEG Lossless instance, while getscu accepts only uncompressed syntaxes: reported
     // as a failed sub-operation with the Failed SOP Instance UID List
-    let jpeg_study = dataset_uid(
+    let jpeg_study = file_attr(
         &corpus("valid/JPEG-LL.dcm"),
         dicom_dictionary_std::tags::STUDY_INSTANCE_UID,
     );
@@ -112,17 +106,4 @@ fn c_get_returns_identical_instances() {
     );
     assert!(received(&tmp.path().join("get-all")).is_empty());
     assert!(node.echo());
-}
-
-fn dataset_uid(path: &std::path::Path, tag: dicom_core::Tag) -> String {
-    dicom_object::OpenFileOptions::new()
-        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
-        .open_file(path)
-        .unwrap()
-        .element(tag)
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .trim_end_matches(['\0', ' '])
-        .to_string()
 }

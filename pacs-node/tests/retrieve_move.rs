@@ -17,16 +17,7 @@ impl Drop for Storescp {
 }
 
 fn movescu(node: &Node, dest: &str, keys: &[&str]) -> String {
-    let mut cmd = dcmtk("movescu");
-    cmd.args(["-v", "-S", "-aec", &node.ae_title, "-aem", dest]);
-    for k in keys {
-        cmd.args(["-k", k]);
-    }
-    let o = cmd
-        .args(["127.0.0.1", &node.dicom_port.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+    dcmtk_qr(node, "movescu", &["-S", "-aem", dest], keys)
 }
 
 #[test]
@@ -48,33 +39,12 @@ fn c_move_to_storescp() {
     let remote = format!("STORESCP@127.0.0.1:{scp_port}");
     let node = Node::start_with(&tmp.path().join("data"), &["--remote", &remote]);
     let files = synth(&tmp.path().join("synth"), 12, 6, 64);
-    let sent = dcmtk("storescu")
-        .args([
-            "-aec",
-            &node.ae_title,
-            "127.0.0.1",
-            &node.dicom_port.to_string(),
-        ])
-        .args(&files)
-        .output()
-        .unwrap();
+    let sent = storescu(&node, &files);
     assert!(sent.status.success(), "{sent:?}");
 
     // series level: the six instances of the first series
-    let obj = dicom_object::OpenFileOptions::new()
-        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
-        .open_file(&files[0])
-        .unwrap();
-    let uid = |tag| {
-        obj.element(tag)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .trim_end_matches(['\0', ' '])
-            .to_string()
-    };
-    let study = uid(dicom_dictionary_std::tags::STUDY_INSTANCE_UID);
-    let series = uid(dicom_dictionary_std::tags::SERIES_INSTANCE_UID);
+    let study = file_attr(&files[0], dicom_dictionary_std::tags::STUDY_INSTANCE_UID);
+    let series = file_attr(&files[0], dicom_dictionary_std::tags::SERIES_INSTANCE_UID);
     let log = movescu(
         &node,
         "STORESCP",
@@ -95,16 +65,7 @@ fn c_move_to_storescp() {
     got.sort();
     assert_eq!(got.len(), 6, "{got:?}");
     for f in &files[..6] {
-        let sop = dicom_object::OpenFileOptions::new()
-            .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
-            .open_file(f)
-            .unwrap()
-            .element(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .trim_end_matches(['\0', ' '])
-            .to_string();
+        let sop = file_attr(f, dicom_dictionary_std::tags::SOP_INSTANCE_UID);
         let back = got
             .iter()
             .find(|p| p.to_string_lossy().ends_with(&sop))

@@ -462,3 +462,46 @@ pub fn dcmsend_dir(node: &Node, dir: &Path) {
         "dcmsend: {out:?}"
     );
 }
+
+/// `storescu` of `files` to the node (uncompressed syntaxes, as storescu proposes them).
+pub fn storescu(node: &Node, files: &[PathBuf]) -> Output {
+    dcmtk("storescu")
+        .args([
+            "-aec",
+            &node.ae_title,
+            "127.0.0.1",
+            &node.dicom_port.to_string(),
+        ])
+        .args(files)
+        .output()
+        .unwrap()
+}
+
+/// A DCMTK Q/R tool (findscu, getscu, movescu) run against the node with `-k` keys after
+/// `options`; its whole output.
+pub fn dcmtk_qr(node: &Node, program: &str, options: &[&str], keys: &[&str]) -> String {
+    let mut cmd = dcmtk(program);
+    cmd.arg("-v").args(options).args(["-aec", &node.ae_title]);
+    for k in keys {
+        cmd.args(["-k", k]);
+    }
+    let o = cmd
+        .args(["127.0.0.1", &node.dicom_port.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+}
+
+/// A text attribute of a DICOM file's data set (UIDs without padding).
+pub fn file_attr(path: &Path, tag: dicom_core::Tag) -> String {
+    dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(path)
+        .unwrap()
+        .element(tag)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches(['\0', ' '])
+        .to_string()
+}
