@@ -91,6 +91,40 @@ pub struct Scp {
     slots: Arc<Semaphore>,
 }
 
+/// The Query/Retrieve SOP classes served: (request command, SOP class, information model).
+const QR_MODELS: &[(u16, &str, InfoModel)] = &[
+    (
+        field::C_FIND_RQ,
+        uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND,
+        InfoModel::PatientRoot,
+    ),
+    (
+        field::C_FIND_RQ,
+        uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND,
+        InfoModel::StudyRoot,
+    ),
+    (
+        field::C_GET_RQ,
+        uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET,
+        InfoModel::PatientRoot,
+    ),
+    (
+        field::C_GET_RQ,
+        uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET,
+        InfoModel::StudyRoot,
+    ),
+    (
+        field::C_MOVE_RQ,
+        uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE,
+        InfoModel::PatientRoot,
+    ),
+    (
+        field::C_MOVE_RQ,
+        uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE,
+        InfoModel::StudyRoot,
+    ),
+];
+
 /// Remote AE title → (host, port).
 pub type Remotes = Arc<std::sync::RwLock<HashMap<String, (String, u16)>>>;
 
@@ -172,13 +206,10 @@ impl Scp {
             .ae_title(self.options.ae_title.clone())
             .max_pdu_length(self.options.max_pdu)
             .read_timeout(self.options.idle_timeout)
-            .with_abstract_syntax(uids::VERIFICATION)
-            .with_abstract_syntax(uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND)
-            .with_abstract_syntax(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND)
-            .with_abstract_syntax(uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET)
-            .with_abstract_syntax(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET)
-            .with_abstract_syntax(uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE)
-            .with_abstract_syntax(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE);
+            .with_abstract_syntax(uids::VERIFICATION);
+        for (_, uid, _) in QR_MODELS {
+            o = o.with_abstract_syntax(*uid);
+        }
         // No transfer syntax list: dicom-ul then accepts any syntax its registry knows,
         // compressed ones included (stored as received).
         for (uid, _) in STORAGE_SOP_CLASSES {
@@ -397,31 +428,12 @@ impl Scp {
             field::C_FIND_RQ | field::C_GET_RQ | field::C_MOVE_RQ => {
                 let op = rq.field;
                 let abstract_syntax = contexts.get(&pc_id).map(|(a, _)| a.as_str());
-                let model = match (op, abstract_syntax) {
-                    (
-                        field::C_FIND_RQ,
-                        Some(uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND),
-                    )
-                    | (
-                        field::C_GET_RQ,
-                        Some(uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET),
-                    )
-                    | (
-                        field::C_MOVE_RQ,
-                        Some(uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE),
-                    ) => InfoModel::PatientRoot,
-                    (
-                        field::C_FIND_RQ,
-                        Some(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND),
-                    )
-                    | (
-                        field::C_GET_RQ,
-                        Some(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET),
-                    )
-                    | (
-                        field::C_MOVE_RQ,
-                        Some(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE),
-                    ) => InfoModel::StudyRoot,
+                let model = QR_MODELS
+                    .iter()
+                    .find(|(o, uid, _)| *o == op && Some(*uid) == abstract_syntax)
+                    .map(|(_, _, m)| *m);
+                let model = match model {
+                    Some(m) => m,
                     _ => {
                         return respond(
                             assoc,
