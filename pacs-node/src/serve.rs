@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use renkei_dimse::scp::Remotes;
 use renkei_dimse::{AcceptPolicy, Metrics, Scp, ScpOptions};
 use renkei_store::{Store, StoreOptions};
 use renkei_web::AppState;
@@ -51,6 +52,12 @@ impl Settings {
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let mut remotes = file.remote;
         remotes.extend(args.remotes);
+        let remote_table: Remotes = Arc::new(RwLock::new(
+            remotes
+                .iter()
+                .map(|r| (r.ae_title.clone(), (r.host.clone(), r.port)))
+                .collect::<HashMap<_, _>>(),
+        ));
         let accept_any = args.accept_any_ae || file.accept_any_ae.unwrap_or(false);
         let accept = if bind.is_loopback() || accept_any {
             AcceptPolicy::Any
@@ -58,13 +65,9 @@ impl Settings {
             if remotes.is_empty() {
                 warn!("bound to {bind} with no remote AE configured: every association will be rejected (add [[remote]] or --accept-any-ae)");
             }
-            AcceptPolicy::listed(remotes.iter().map(|r| r.ae_title.as_str()))
+            AcceptPolicy::Remotes(remote_table.clone())
         };
         let defaults = ScpOptions::default();
-        let remote_table: HashMap<String, (String, u16)> = remotes
-            .iter()
-            .map(|r| (r.ae_title.clone(), (r.host.clone(), r.port)))
-            .collect();
         Ok(Settings {
             data_dir: args
                 .data_dir
@@ -89,7 +92,7 @@ impl Settings {
                     .unwrap_or(defaults.idle_timeout),
                 max_associations: file.max_associations.unwrap_or(defaults.max_associations),
                 max_find_results: file.max_find_results.unwrap_or(defaults.max_find_results),
-                remotes: Arc::new(RwLock::new(remote_table)),
+                remotes: remote_table,
                 store_timeout: file
                     .store_timeout_secs
                     .map(Duration::from_secs)
@@ -130,16 +133,35 @@ pub(crate) async fn serve(s: Settings) -> Result<()> {
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    // remotes saved through /api/remotes override the config's
+    match renkei_web::routes::remotes::load_saved(&s.data_dir) {
+        Ok(saved) => {
+            if let Ok(mut table) = s.scp.remotes.write() {
+                for r in saved {
+                    table.insert(r.ae_title, (r.host, r.port));
+                }
+            }
+        }
+        Err(e) => warn!(error = %e, "ignoring saved remote AEs"),
+    }
+    let remotes_table = s.scp.remotes.clone();
     let scp = Arc::new(Scp::new(s.scp, store.clone(), metrics.clone()));
     let dicom_task = tokio::spawn(scp.serve(dicom, stop_rx.clone()));
-    let app = renkei_web::app(AppState { store, metrics });
+    let app = renkei_web::app(AppState {
+        store,
+        metrics,
+        remotes: remotes_table,
+    });
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(async move {
-        axum::serve(http, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.changed().await;
-            })
-            .await
+        axum::serve(
+            http,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = http_stop.changed().await;
+        })
+        .await
     });
 
     shutdown_signal().await;

@@ -73,6 +73,44 @@ fn c_move_to_storescp() {
         assert_eq!(dataset_bytes(back), dataset_bytes(f));
     }
 
+    // destinations can change while the node runs: remove STORESCP, then add it back
+    let (st, _) = node.http("DELETE", "/api/remotes/STORESCP", None).unwrap();
+    assert_eq!(st, 204);
+    let log = movescu(
+        &node,
+        "STORESCP",
+        &[
+            "QueryRetrieveLevel=STUDY",
+            &format!("StudyInstanceUID={study}"),
+        ],
+    );
+    assert!(log.contains("MoveDestinationUnknown"), "{log}");
+    let body = format!(r#"{{"host":"127.0.0.1","port":{scp_port}}}"#);
+    let (st, text) = node
+        .http("PUT", "/api/remotes/STORESCP", Some(&body))
+        .unwrap();
+    assert_eq!(st, 201, "{text}");
+    let (st, text) = node
+        .http(
+            "PUT",
+            "/api/remotes/BAD",
+            Some("{\"host\":\"\",\"port\":0}"),
+        )
+        .unwrap();
+    assert_eq!(st, 400, "{text}");
+    let log = movescu(
+        &node,
+        "STORESCP",
+        &[
+            "QueryRetrieveLevel=STUDY",
+            &format!("StudyInstanceUID={study}"),
+        ],
+    );
+    assert!(
+        log.contains("Received Final Move Response (Success)"),
+        "{log}"
+    );
+
     // an AE the node does not know
     let log = movescu(
         &node,

@@ -9,13 +9,15 @@ use dicom_ul::association::server::AccessControl;
 use dicom_ul::pdu::{AssociationRJServiceUserReason, UserIdentity};
 
 /// The calling-AE policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum AcceptPolicy {
     /// Every calling AE title is accepted.
     Any,
     /// Only these calling AE titles (compared after trimming spaces, case-sensitive as
     /// PS3.5 defines AE values).
     Listed(HashSet<String>),
+    /// Only the remote AEs currently configured (the table `/api/remotes` edits).
+    Remotes(crate::scp::Remotes),
 }
 
 impl AcceptPolicy {
@@ -34,6 +36,10 @@ impl AcceptPolicy {
         match self {
             AcceptPolicy::Any => true,
             AcceptPolicy::Listed(set) => set.contains(calling.trim()),
+            AcceptPolicy::Remotes(table) => table
+                .read()
+                .map(|t| t.contains_key(calling.trim()))
+                .unwrap_or(false),
         }
     }
 }

@@ -7,13 +7,29 @@ use axum::Json;
 /// An error a handler returns.
 #[derive(Debug)]
 pub enum ApiError {
+    /// The request is malformed (400), with the reason shown to the client.
+    BadRequest(String),
+    /// Not allowed for this client (403).
+    Forbidden(String),
+    /// No such resource (404).
+    NotFound(String),
     /// Something failed inside the node; logged, not shown.
     Internal(String),
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let problem = |status: StatusCode, detail: String| {
+            (
+                status,
+                Json(serde_json::json!({ "status": status.as_u16(), "detail": detail })),
+            )
+                .into_response()
+        };
         match self {
+            ApiError::BadRequest(d) => problem(StatusCode::BAD_REQUEST, d),
+            ApiError::Forbidden(d) => problem(StatusCode::FORBIDDEN, d),
+            ApiError::NotFound(d) => problem(StatusCode::NOT_FOUND, d),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (

@@ -24,6 +24,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// DICOM-side metrics.
     pub metrics: Arc<Metrics>,
+    /// The remote AE table shared with the DICOM side.
+    pub remotes: renkei_dimse::scp::Remotes,
 }
 
 /// The whole HTTP application.
@@ -32,5 +34,6 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::health::router())
         .merge(routes::metrics::router())
         .merge(routes::statistics::router())
+        .merge(routes::remotes::router())
         .with_state(state)
 }

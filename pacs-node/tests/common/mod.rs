@@ -222,11 +222,24 @@ impl Node {
 
     /// A plain HTTP/1.1 GET on loopback: (status, body).
     pub fn http_get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        self.http("GET", path, None)
+    }
+
+    /// A plain HTTP/1.1 request on loopback with an optional JSON body: (status, body).
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        json: Option<&str>,
+    ) -> std::io::Result<(u16, String)> {
         let mut s = TcpStream::connect(("127.0.0.1", self.http_port))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let body = json.unwrap_or("");
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
         )?;
         let mut buf = String::new();
         s.read_to_string(&mut buf)?;
