@@ -143,6 +143,22 @@ fn c_find_levels_matching_and_japanese() {
     }
     assert_eq!(found.len(), 1);
 
+    // the same query sent the way Japanese workstations do: ISO 2022 IR 87 with escapes
+    let r = pynetdicom_find(
+        &node,
+        "study",
+        "STUDY",
+        &[
+            "--charset",
+            "\\ISO 2022 IR 87",
+            "PatientName=山田^太郎",
+            "StudyInstanceUID=",
+        ],
+    );
+    assert_eq!(r.final_status, Some(0));
+    assert_eq!(r.matches.len(), 1, "{:?}", r.matches);
+    assert!(found.contains(&r.matches[0]["StudyInstanceUID"]));
+
     // patient root: PATIENT level, then the patient's studies by PatientID
     let patients = pynetdicom_find(
         &node,

@@ -29,8 +29,10 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_encoding::TransferSyntax;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use renkei_model::charset::CharacterSets;
 use renkei_model::query::{InfoModel, Query};
 use renkei_model::storage_classes::STORAGE_SOP_CLASSES;
 use renkei_store::{Ingest, IngestMeta, IngestOutcome, Store, StoreError};
@@ -571,7 +573,7 @@ impl Scp {
             )
             .await;
         };
-        let obj = match InMemDicomObject::read_dataset_with_ts(&identifier[..], ts) {
+        let obj = match read_identifier(&identifier, ts) {
             Ok(o) => o,
             Err(e) => {
                 let msg = format!("cannot parse identifier: {e}");
@@ -703,7 +705,7 @@ impl Scp {
             let msg = "unknown transfer syntax";
             return respond(assoc, pc_id, &rq, rsp, status::CANNOT_UNDERSTAND, Some(msg)).await;
         };
-        let query = match InMemDicomObject::read_dataset_with_ts(&identifier[..], ts)
+        let query = match read_identifier(&identifier, ts)
             .map_err(|e| format!("cannot parse identifier: {e}"))
             .and_then(|obj| Query::from_identifier(&obj, model).map_err(|e| e.to_string()))
             .and_then(|q| {
@@ -1031,6 +1033,28 @@ async fn receive_store_response<A: AsyncAssociation<TcpStream> + Send>(
             other => return Err(format!("unexpected PDU during a sub-operation: {other:?}")),
         }
     }
+}
+
+/// Parse a C-FIND/C-GET/C-MOVE identifier, decoding its text by every value of its
+/// Specific Character Set (a Japanese workstation sends `\ISO 2022 IR 87` kanji, which
+/// dicom-rs alone would garble; see renkei_model::charset).
+fn read_identifier(bytes: &[u8], ts: &TransferSyntax) -> Result<InMemDicomObject, String> {
+    let mut obj = InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| e.to_string())?;
+    let charsets = CharacterSets::parse(&renkei_model::extract::text(
+        &obj,
+        dicom_dictionary_std::tags::SPECIFIC_CHARACTER_SET,
+    ));
+    if charsets.needs_own_decoding() {
+        for (tag, vr, raw) in renkei_store::rawtext::raw_text_elements(bytes, ts)? {
+            let text = charsets.decode(&raw, vr == dicom_core::VR::PN);
+            obj.put(dicom_core::DataElement::new(
+                tag,
+                vr,
+                dicom_core::PrimitiveValue::from(text.trim_end_matches([' ', '\0'])),
+            ));
+        }
+    }
+    Ok(obj)
 }
 
 /// The largest PDV payload for a peer's max PDU (which counts the 6-byte PDV header),

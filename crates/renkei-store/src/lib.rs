@@ -17,7 +17,7 @@ pub mod find;
 pub mod index;
 pub mod ingest;
 pub mod keys;
-mod rawtext;
+pub mod rawtext;
 mod validate;
 
 use std::path::{Path, PathBuf};

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """C-FIND with pynetdicom (a peer we did not write); prints one JSON object:
   {"matches": [{keyword: str(value), ...}, ...], "final": status, "comment": str | null}
-Usage: find_pynetdicom.py HOST PORT CALLED_AE MODEL LEVEL [--cancel-after N] KEY=VALUE...
-MODEL is "study" or "patient"; text keys are sent as UTF-8 (ISO_IR 192).
+Usage: find_pynetdicom.py HOST PORT CALLED_AE MODEL LEVEL [--cancel-after N]
+                          [--charset 'A\B'] KEY=VALUE...
+MODEL is "study" or "patient"; text keys are encoded by pydicom in the given Specific
+Character Set (default ISO_IR 192), ISO 2022 escape sequences included.
 """
 import json
 import sys
@@ -19,12 +21,16 @@ def main():
     host, port, called, model, level = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
     rest = sys.argv[6:]
     cancel_after = None
-    if rest[:1] == ["--cancel-after"]:
-        cancel_after = int(rest[1])
+    charset = ["ISO_IR 192"]
+    while rest[:1] in (["--cancel-after"], ["--charset"]):
+        if rest[0] == "--cancel-after":
+            cancel_after = int(rest[1])
+        else:
+            charset = rest[1].split("\\")
         rest = rest[2:]
     sop = StudyRootQueryRetrieveInformationModelFind if model == "study" else PatientRootQueryRetrieveInformationModelFind
     ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SpecificCharacterSet = charset if len(charset) > 1 else charset[0]
     ds.QueryRetrieveLevel = level
     keywords = []
     for kv in rest:
