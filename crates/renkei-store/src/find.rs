@@ -1,11 +1,10 @@
 //! C-FIND execution on the index: candidates by the hierarchy and the unique keys, the
 //! remaining keys matched in memory, derived counts computed only when asked for.
 //!
-//! Candidate choice (a first planner; secondary indexes for PatientID, AccessionNumber,
-//! dates and names come with the query work's planner):
+//! Candidate choice (the planner):
 //! - PATIENT: the (issuer, PatientID) point when both are single values, else a scan;
-//! - STUDY: the listed Study Instance UIDs; else the studies of the patients with the
-//!   requested PatientID; else a scan of studies;
+//! - STUDY: the listed Study Instance UIDs; else the `idx` entries of PatientID,
+//!   AccessionNumber or StudyDate (single or range), in that order; else a scan of studies;
 //! - SERIES / IMAGE: the children of the (required) parent UID.
 
 use dicom_dictionary_std::tags;
@@ -81,22 +80,11 @@ impl Store {
             }
             return Ok(());
         }
-        if let Some(pid) = q.single_value(tags::PATIENT_ID) {
-            let mut patients = Vec::new();
-            self.index
-                .for_each::<PatientRecord>(keys::CF_PATIENT, |_, p| {
-                    let p = p?;
-                    if p.key.patient_id == pid {
-                        patients.push(p.key);
-                    }
-                    Ok(true)
-                })?;
-            for key in patients {
-                for uid in self.patient_studies(&key)? {
-                    if let Some(study) = self.study(&uid)? {
-                        if !offer(study)? {
-                            return Ok(());
-                        }
+        if let Some(uids) = self.planned_studies(q)? {
+            for uid in uids {
+                if let Some(study) = self.study(&uid)? {
+                    if !offer(study)? {
+                        break;
                     }
                 }
             }
@@ -104,6 +92,54 @@ impl Store {
         }
         self.index
             .for_each::<StudyRecord>(keys::CF_STUDY, |_, s| offer(s?))
+    }
+
+    /// Study UIDs from the most selective secondary index the query allows (PatientID,
+    /// AccessionNumber, StudyDate), or None when only a scan will do. Candidates are still
+    /// matched against every key, so a stale index entry costs a lookup, never a wrong match.
+    fn planned_studies(&self, q: &Query) -> Result<Option<Vec<String>>> {
+        let exact = |kind: u8, value: &str| -> Result<Vec<String>> {
+            let prefix = keys::idx_prefix(kind, value);
+            let mut out = Vec::new();
+            self.index.scan_keys(keys::CF_IDX, &prefix, |k| {
+                if !k.starts_with(&prefix) {
+                    return false;
+                }
+                out.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+                true
+            })?;
+            Ok(out)
+        };
+        if let Some(pid) = q.single_value(tags::PATIENT_ID) {
+            return exact(keys::IDX_PATIENT_ID, pid).map(Some);
+        }
+        if let Some(acc) = q.single_value(tags::ACCESSION_NUMBER) {
+            return exact(keys::IDX_ACCESSION, acc).map(Some);
+        }
+        match q.key(tags::STUDY_DATE) {
+            Some(Matcher::Single(d)) => exact(keys::IDX_STUDY_DATE, d).map(Some),
+            Some(Matcher::Range(lo, hi)) => {
+                let start = keys::idx_key(keys::IDX_STUDY_DATE, lo.as_deref().unwrap_or(""), "");
+                let mut out = Vec::new();
+                self.index.scan_keys(keys::CF_IDX, &start, |k| {
+                    if k.first() != Some(&keys::IDX_STUDY_DATE) {
+                        return false;
+                    }
+                    let rest = &k[1..];
+                    let Some(sep) = rest.iter().position(|&b| b == keys::SEP) else {
+                        return true;
+                    };
+                    let date = String::from_utf8_lossy(&rest[..sep]);
+                    if hi.as_deref().is_some_and(|hi| *date > *hi) {
+                        return false;
+                    }
+                    out.push(String::from_utf8_lossy(&rest[sep + 1..]).into_owned());
+                    true
+                })?;
+                Ok(Some(out))
+            }
+            _ => Ok(None),
+        }
     }
 
     fn fill_study_counts(&self, q: &Query, e: &mut Entity) -> Result<()> {
@@ -246,4 +282,17 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// The secondary index entries of a study: (kind, value) for its non-empty PatientID,
+/// AccessionNumber and StudyDate.
+pub(crate) fn study_index_values(study: &StudyRecord) -> Vec<(u8, &str)> {
+    [
+        (keys::IDX_PATIENT_ID, study.patient.patient_id.as_str()),
+        (keys::IDX_ACCESSION, study.accession_number.as_str()),
+        (keys::IDX_STUDY_DATE, study.study_date.as_str()),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .collect()
 }

@@ -123,6 +123,14 @@ impl Index {
         }
     }
 
+    /// Read raw bytes of a key.
+    pub fn get_raw(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(cf)?, key)?
+            .map(|v| v.to_vec()))
+    }
+
     /// Read a counter (0 when absent).
     pub fn counter(&self, key: &[u8]) -> Result<i64> {
         Ok(self
@@ -161,6 +169,25 @@ impl Index {
             out.push(k[prefix.len()..].to_vec());
         }
         Ok(out)
+    }
+
+    /// Visit keys of `cf` from `start` on, in order, while `f` returns true.
+    pub fn scan_keys(
+        &self,
+        cf: &str,
+        start: &[u8],
+        mut f: impl FnMut(&[u8]) -> bool,
+    ) -> Result<()> {
+        let iter = self
+            .db
+            .iterator_cf(self.cf(cf)?, IteratorMode::From(start, Direction::Forward));
+        for item in iter {
+            let (k, _) = item?;
+            if !f(&k) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Visit every (key, decoded value) of a column family in key order, while `f` returns

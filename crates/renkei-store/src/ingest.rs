@@ -224,6 +224,13 @@ impl Store {
             &rec.series,
         )?;
         b.put(keys::CF_STUDY, rec.study.study_uid.as_bytes(), &rec.study)?;
+        for (kind, value) in crate::find::study_index_values(&rec.study) {
+            b.put_bytes(
+                keys::CF_IDX,
+                &keys::idx_key(kind, value, &rec.study.study_uid),
+                &[],
+            )?;
+        }
         b.put(
             keys::CF_PATIENT,
             &keys::patient_key(&rec.patient.key),

@@ -9,6 +9,7 @@
 //! | `study` | Study Instance UID | [`StudyRecord`](renkei_model::StudyRecord) |
 //! | `patient` | [`patient_key`] | [`PatientRecord`](renkei_model::PatientRecord) |
 //! | `children` | [`patient_study`], [`study_series`], [`series_instance`] | empty |
+//! | `idx` | [`idx_key`]: `p` PatientID, `a` AccessionNumber, `d` StudyDate → study | empty |
 //! | `counters` | [`COUNTER_INSTANCES`], [`COUNTER_BYTES`], [`study_instances`], [`series_instances`] | i64 LE, merged by addition |
 //! | `meta` | [`META_SCHEMA`] | schema version |
 //!
@@ -33,6 +34,8 @@ pub const CF_CHILDREN: &str = "children";
 pub const CF_COUNTERS: &str = "counters";
 /// Node metadata (schema version).
 pub const CF_META: &str = "meta";
+/// Secondary indexes of studies for the query planner.
+pub const CF_IDX: &str = "idx";
 
 /// Every column family, in creation order.
 pub const ALL_CFS: &[&str] = &[
@@ -43,6 +46,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_CHILDREN,
     CF_COUNTERS,
     CF_META,
+    CF_IDX,
 ];
 
 /// Separator between the components of a composite key.
@@ -63,6 +67,15 @@ pub const COUNTER_BYTES: &[u8] = b"G\0bytes";
 pub const PREFIX_STUDY_COUNTER: u8 = b's';
 /// Prefix of per-series instance counters.
 pub const PREFIX_SERIES_COUNTER: u8 = b'e';
+
+/// Secondary index: studies by PatientID (any issuer).
+pub const IDX_PATIENT_ID: u8 = b'p';
+/// Secondary index: studies by AccessionNumber.
+pub const IDX_ACCESSION: u8 = b'a';
+/// Secondary index: studies by StudyDate (YYYYMMDD sorts as text).
+pub const IDX_STUDY_DATE: u8 = b'd';
+/// Marker in `meta`: the `idx` column family covers every study.
+pub const META_IDX_BUILT: &[u8] = b"idx_built";
 
 /// Key of the schema version in `meta`.
 pub const META_SCHEMA: &[u8] = b"schema";
@@ -184,6 +197,18 @@ pub fn link_child(prefix: u8, key: &[u8]) -> Result<&str, KeyError> {
     let parts = split(prefix, key, n)?;
     // split returns borrowed &str of key; the last one is the child
     Ok(parts[n - 1])
+}
+
+/// Secondary index entry: `kind value 0x00 study_uid`.
+pub fn idx_key(kind: u8, value: &str, study_uid: &str) -> Vec<u8> {
+    join(Some(kind), &[value, study_uid])
+}
+
+/// Prefix of every entry of `kind` for exactly `value`.
+pub fn idx_prefix(kind: u8, value: &str) -> Vec<u8> {
+    let mut k = join(Some(kind), &[value]);
+    k.push(SEP);
+    k
 }
 
 /// Counter of instances in a study.

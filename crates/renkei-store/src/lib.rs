@@ -109,7 +109,40 @@ impl Store {
             uid_locks: (0..UID_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         };
         store.recover_interrupted()?;
+        store.build_indexes_once()?;
         Ok(store)
+    }
+
+    /// Fill the secondary indexes for studies stored before they existed (once).
+    fn build_indexes_once(&self) -> Result<()> {
+        if self
+            .index
+            .get_raw(keys::CF_META, keys::META_IDX_BUILT)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let mut b = self.index.batch();
+        let mut n = 0u64;
+        self.index
+            .for_each::<StudyRecord>(keys::CF_STUDY, |_, study| {
+                let study = study?;
+                for (kind, value) in find::study_index_values(&study) {
+                    b.put_bytes(
+                        keys::CF_IDX,
+                        &keys::idx_key(kind, value, &study.study_uid),
+                        &[],
+                    )?;
+                }
+                n += 1;
+                Ok(true)
+            })?;
+        b.put_bytes(keys::CF_META, keys::META_IDX_BUILT, &[1])?;
+        b.commit()?;
+        if n > 0 {
+            tracing::info!(studies = n, "built the study indexes");
+        }
+        Ok(())
     }
 
     /// Resolve temp files left by a crash. A partial one is deleted. A published one (its

@@ -299,3 +299,80 @@ fn text_is_indexed_as_utf8_by_specific_character_set() {
         }
     }
 }
+
+#[test]
+fn study_queries_use_the_secondary_indexes() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use renkei_model::query::{InfoModel, Query};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(corpus("valid"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in &files {
+        let (meta, data) = as_received(f);
+        store_bytes(&store, meta, &data).unwrap();
+    }
+    let mut all = Vec::new();
+    let q = |pairs: &[(dicom_core::Tag, VR, &str)]| {
+        let mut o = dicom_object::InMemDicomObject::new_empty();
+        o.put(DataElement::new(
+            dicom_dictionary_std::tags::QUERY_RETRIEVE_LEVEL,
+            VR::CS,
+            PrimitiveValue::from("STUDY"),
+        ));
+        for (t, vr, v) in pairs {
+            o.put(DataElement::new(*t, *vr, PrimitiveValue::from(*v)));
+        }
+        Query::from_identifier(&o, InfoModel::StudyRoot).unwrap()
+    };
+    store
+        .find(&q(&[]), |e| {
+            all.push(e.study.unwrap());
+            true
+        })
+        .unwrap();
+    // for each way in, the index answer equals a scan filtered by hand
+    let t = dicom_dictionary_std::tags::ACCESSION_NUMBER;
+    let with_acc = all.iter().find(|s| !s.accession_number.is_empty()).unwrap();
+    let mut got = Vec::new();
+    store
+        .find(&q(&[(t, VR::SH, &with_acc.accession_number)]), |e| {
+            got.push(e.study.unwrap().study_uid);
+            true
+        })
+        .unwrap();
+    let want: Vec<_> = all
+        .iter()
+        .filter(|s| s.accession_number == with_acc.accession_number)
+        .map(|s| s.study_uid.clone())
+        .collect();
+    assert_eq!(got.len(), want.len());
+    let t = dicom_dictionary_std::tags::STUDY_DATE;
+    let mut got = 0;
+    store
+        .find(&q(&[(t, VR::DA, "20040101-20051231")]), |_| {
+            got += 1;
+            true
+        })
+        .unwrap();
+    let want = all
+        .iter()
+        .filter(|s| s.study_date.as_str() >= "20040101" && s.study_date.as_str() <= "20051231")
+        .count();
+    assert!(want > 0);
+    assert_eq!(got, want);
+    // reopening does not rebuild (marker present) and answers the same
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let mut again = 0;
+    store
+        .find(&q(&[(t, VR::DA, "20040101-20051231")]), |_| {
+            again += 1;
+            true
+        })
+        .unwrap();
+    assert_eq!(again, want);
+}
