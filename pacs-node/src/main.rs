@@ -12,8 +12,9 @@ use clap::{Args, Parser, Subcommand};
 
 use config::Remote;
 
-/// Renkei PACS node: receives images from modalities over DICOM (C-ECHO, C-STORE) and
-/// stores them durably in a data directory (blob files + embedded RocksDB index).
+/// Renkei PACS node: receives images from modalities over DICOM (C-STORE), stores them
+/// durably in a data directory (blob files + embedded RocksDB index), and answers
+/// workstations' queries and retrieves (C-FIND, C-GET, C-MOVE).
 #[derive(Debug, Parser)]
 #[command(name = "pacs-node", version, about, long_about = None)]
 struct Cli {
@@ -23,7 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the node: DICOM listener and HTTP (/healthz, /metrics, /api/statistics).
+    /// Run the node: DICOM listener (C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE) and HTTP
+    /// (/healthz, /metrics, /api/statistics, /api/remotes).
     Serve(ServeArgs),
     /// Verify that every indexed instance has its file with the right content, and list
     /// files no instance references (orphans). Exit code 1 if anything is wrong.

@@ -82,6 +82,19 @@ fn c_find_levels_matching_and_japanese() {
         "{dates:?}"
     );
 
+    // a multi-valued return key used as a matching key: studies with a CT series
+    let ct = findscu(
+        &node,
+        "-S",
+        &["QueryRetrieveLevel=STUDY", "ModalitiesInStudy=CT"],
+    );
+    let mods = values(&ct, "(0008,0061)");
+    assert!(!mods.is_empty(), "{ct}");
+    assert!(
+        mods.iter().all(|m| m.split('\\').any(|v| v == "CT")),
+        "{mods:?}"
+    );
+
     // UID list and series/image levels below it
     let two: Vec<&str> = uids.iter().take(2).map(String::as_str).collect();
     let list = findscu(

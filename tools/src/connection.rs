@@ -106,6 +106,17 @@ impl ConnectionArgs {
         &self,
         contexts: &[(String, Vec<String>)],
     ) -> Result<ClientAssociation<TcpStream>, EstablishError> {
+        self.establish_with_roles(contexts, &[])
+    }
+
+    /// Like [`establish`](Self::establish), also proposing the SCP role
+    /// (SCP/SCU Role Selection, PS3.7 D.3.3.4) for the SOP classes in
+    /// `scp_roles`: C-GET needs it for the storage classes it receives.
+    pub(crate) fn establish_with_roles(
+        &self,
+        contexts: &[(String, Vec<String>)],
+        scp_roles: &[String],
+    ) -> Result<ClientAssociation<TcpStream>, EstablishError> {
         debug_assert!(contexts.len() <= MAX_PRESENTATION_CONTEXTS);
         let mut options = ClientAssociationOptions::new()
             .calling_ae_title(self.calling_ae.as_str())
@@ -119,6 +130,9 @@ impl ConnectionArgs {
                 abstract_syntax.as_str(),
                 transfer_syntaxes.iter().map(String::as_str).collect(),
             );
+        }
+        for sop_class in scp_roles {
+            options = options.with_role_selection(sop_class.as_str(), false, true);
         }
         tracing::debug!(
             peer = %self.peer_label(),
@@ -166,7 +180,7 @@ fn parse_ae_title(s: &str) -> Result<String, String> {
     Ok(trimmed.to_string())
 }
 
-/// Rewrite DCMTK-style `-aet`/`-aec` to `--aet`/`--aec`.
+/// Rewrite DCMTK-style `-aet`/`-aec`/`-aem` to `--aet`/`--aec`/`--aem`.
 ///
 /// clap only has single-character short flags, so `-aet X` would be parsed
 /// as `-a -e -t X`. People who use DCMTK type `-aet` by habit, and scripts
@@ -191,7 +205,7 @@ where
                 after_separator = true;
                 return arg;
             }
-            for flag in ["-aet", "-aec"] {
+            for flag in ["-aet", "-aec", "-aem"] {
                 if text == flag {
                     return OsString::from(format!("-{flag}"));
                 }
@@ -284,6 +298,10 @@ mod tests {
         assert_eq!(
             rewrite(&["renkei", "echo", "pacs", "104", "-aet", "ME", "-aec", "PACS"]),
             ["renkei", "echo", "pacs", "104", "--aet", "ME", "--aec", "PACS"]
+        );
+        assert_eq!(
+            rewrite(&["renkei", "move", "h", "1", "-aem", "DEST", "-aem=D2"]),
+            ["renkei", "move", "h", "1", "--aem", "DEST", "--aem=D2"]
         );
         assert_eq!(
             rewrite(&["renkei", "store", "-aet=ME", "h", "1", "f"]),

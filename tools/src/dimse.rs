@@ -184,3 +184,131 @@ pub(crate) fn describe_abort(source: &AbortRQSource) -> String {
         AbortRQSource::Reserved => "association aborted by the peer (reserved source)".into(),
     }
 }
+
+/// Reads whole DIMSE messages (command, then data set) PDV by PDV, keeping
+/// PDVs that arrived in the same PDU as the end of the previous part.
+#[derive(Default)]
+pub(crate) struct MessageReader {
+    pending: std::collections::VecDeque<PDataValue>,
+}
+
+impl MessageReader {
+    fn next_pdv(
+        &mut self,
+        association: &mut ClientAssociation<TcpStream>,
+        timeout_secs: u64,
+    ) -> Result<PDataValue, TransportError> {
+        loop {
+            if let Some(pdv) = self.pending.pop_front() {
+                return Ok(pdv);
+            }
+            let pdu = association
+                .receive()
+                .map_err(|e| TransportError::Peer(describe_ul_error(&e, timeout_secs)))?;
+            match pdu {
+                Pdu::PData { data } => self.pending.extend(data),
+                Pdu::AbortRQ { source } => {
+                    return Err(TransportError::Peer(describe_abort(&source)))
+                }
+                Pdu::ReleaseRQ => {
+                    return Err(TransportError::Peer(
+                        "peer asked to release the association before answering".into(),
+                    ))
+                }
+                other => {
+                    return Err(TransportError::Peer(format!(
+                        "unexpected PDU from the peer: {}",
+                        other.short_description()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The next complete command set and the presentation context it came on.
+    pub(crate) fn command(
+        &mut self,
+        association: &mut ClientAssociation<TcpStream>,
+        timeout_secs: u64,
+    ) -> Result<(u8, Vec<u8>), TransportError> {
+        let mut command = Vec::new();
+        loop {
+            let pdv = self.next_pdv(association, timeout_secs)?;
+            match pdv.value_type {
+                PDataValueType::Command => {
+                    command.extend_from_slice(&pdv.data);
+                    if pdv.is_last {
+                        return Ok((pdv.presentation_context_id, command));
+                    }
+                }
+                PDataValueType::Data => tracing::warn!(
+                    len = pdv.data.len(),
+                    "ignoring an unexpected data fragment from the peer"
+                ),
+            }
+        }
+    }
+
+    /// Pass the fragments of the data set that follows a command to `sink`,
+    /// up to the last one. A `sink` error is returned after the whole data
+    /// set was read, so that the association stays usable.
+    pub(crate) fn data_set(
+        &mut self,
+        association: &mut ClientAssociation<TcpStream>,
+        timeout_secs: u64,
+        mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> Result<io::Result<()>, TransportError> {
+        let mut result = Ok(());
+        loop {
+            let pdv = self.next_pdv(association, timeout_secs)?;
+            match pdv.value_type {
+                PDataValueType::Data => {
+                    if result.is_ok() {
+                        result = sink(&pdv.data);
+                    }
+                    if pdv.is_last {
+                        return Ok(result);
+                    }
+                }
+                PDataValueType::Command => {
+                    return Err(TransportError::Peer(
+                        "peer sent a command where a data set was expected".into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// The data set that follows a command, in memory.
+    pub(crate) fn data_set_bytes(
+        &mut self,
+        association: &mut ClientAssociation<TcpStream>,
+        timeout_secs: u64,
+    ) -> Result<Vec<u8>, TransportError> {
+        let mut bytes = Vec::new();
+        self.data_set(association, timeout_secs, |chunk| {
+            bytes.extend_from_slice(chunk);
+            Ok(())
+        })?
+        .map_err(TransportError::Local)?;
+        Ok(bytes)
+    }
+}
+
+/// Send a data set held in memory.
+pub(crate) fn send_data_set_bytes(
+    association: &mut ClientAssociation<TcpStream>,
+    presentation_context_id: u8,
+    bytes: &[u8],
+    timeout_secs: u64,
+) -> Result<(), TransportError> {
+    let mut reader = bytes;
+    send_data_set(
+        association,
+        presentation_context_id,
+        &mut reader,
+        bytes.len() as u64,
+        timeout_secs,
+        |_| {},
+    )
+}

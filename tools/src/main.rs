@@ -3,6 +3,9 @@
 
 - `renkei echo HOST PORT`: is the node reachable, does it accept us (C-ECHO)
 - `renkei store HOST PORT FILE|DIR...`: send files as they are (C-STORE)
+- `renkei find HOST PORT -k KEY[=VALUE]...`: query (C-FIND)
+- `renkei get HOST PORT -k KEY=VALUE... --od DIR`: retrieve here (C-GET)
+- `renkei move HOST PORT -aem DEST -k KEY=VALUE...`: retrieve to an AE (C-MOVE)
 - `renkei synth --out DIR --count N`: write synthetic CT images for load tests
 
 Each subcommand lives in its own module; connection flags are shared
@@ -12,6 +15,9 @@ Each subcommand lives in its own module; connection flags are shared
 mod connection;
 mod dimse;
 mod echo;
+mod find;
+mod query;
+mod retrieve;
 mod store;
 mod synth;
 
@@ -23,11 +29,11 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "renkei",
     version,
-    about = "Test and feed DICOM nodes: echo, store, synthetic images",
+    about = "Test and feed DICOM nodes: echo, store, find, get, move, synthetic images",
     long_about = "Command-line tools for Renkei and any other DICOM node (PACS, modality, \
 workstation).\n\n\
 Network commands take the node's HOST and PORT first, then DCMTK-style options: \
--aet (our AE title) and -aec (the node's AE title).",
+-aet (our AE title), -aec (the node's AE title) and, for move, -aem (the destination).",
     after_help = "Run `renkei help <command>` for details on each command."
 )]
 struct Cli {
@@ -43,6 +49,9 @@ struct Cli {
 enum Command {
     Echo(echo::EchoArgs),
     Store(store::StoreArgs),
+    Find(find::FindArgs),
+    Get(retrieve::GetArgs),
+    Move(retrieve::MoveArgs),
     Synth(synth::SynthArgs),
 }
 
@@ -52,6 +61,9 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Echo(args) => echo::run(args),
         Command::Store(args) => store::run(args),
+        Command::Find(args) => find::run(args),
+        Command::Get(args) => retrieve::run_get(args),
+        Command::Move(args) => retrieve::run_move(args),
         Command::Synth(args) => synth::run(args),
     };
     match result {

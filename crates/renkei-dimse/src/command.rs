@@ -374,6 +374,72 @@ pub fn encode_response_with(
     encode(elems)
 }
 
+/// C-FIND-RQ (PS3.7 9.3.2.1), priority medium; the identifier follows as a data set.
+pub fn encode_find_rq(message_id: u16, sop_class_uid: &str) -> Vec<u8> {
+    encode_query_rq(field::C_FIND_RQ, message_id, sop_class_uid, None)
+}
+
+/// C-GET-RQ (PS3.7 9.3.3.1), priority medium; the identifier follows as a data set.
+pub fn encode_get_rq(message_id: u16, sop_class_uid: &str) -> Vec<u8> {
+    encode_query_rq(field::C_GET_RQ, message_id, sop_class_uid, None)
+}
+
+/// C-MOVE-RQ (PS3.7 9.3.4.1) to `move_destination`, priority medium; the identifier
+/// follows as a data set.
+pub fn encode_move_rq(message_id: u16, sop_class_uid: &str, move_destination: &str) -> Vec<u8> {
+    encode_query_rq(
+        field::C_MOVE_RQ,
+        message_id,
+        sop_class_uid,
+        Some(move_destination),
+    )
+}
+
+fn encode_query_rq(
+    command_field: u16,
+    message_id: u16,
+    sop_class_uid: &str,
+    move_destination: Option<&str>,
+) -> Vec<u8> {
+    let mut elems = vec![
+        uid_element(tags::AFFECTED_SOP_CLASS_UID, sop_class_uid),
+        us_element(tags::COMMAND_FIELD, command_field),
+        us_element(tags::MESSAGE_ID, message_id),
+    ];
+    if let Some(destination) = move_destination {
+        elems.push(DataElement::new(
+            tags::MOVE_DESTINATION,
+            VR::AE,
+            PrimitiveValue::from(destination.trim()),
+        ));
+    }
+    elems.push(us_element(tags::PRIORITY, 0x0000));
+    elems.push(us_element(tags::COMMAND_DATA_SET_TYPE, DATASET_PRESENT));
+    encode(elems)
+}
+
+impl SubOperations {
+    /// The sub-operation counts of a C-GET/C-MOVE response command set; `None` when it
+    /// carries none of them. A missing count (e.g. Remaining in a final response) is 0.
+    pub fn decode(bytes: &[u8]) -> Result<Option<Self>, CommandError> {
+        let obj = read(bytes)?;
+        let count = |tag: Tag| -> Option<u16> { obj.get(tag).and_then(|e| e.to_int::<u16>().ok()) };
+        let remaining = count(tags::NUMBER_OF_REMAINING_SUBOPERATIONS);
+        let completed = count(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS);
+        let failed = count(tags::NUMBER_OF_FAILED_SUBOPERATIONS);
+        let warning = count(tags::NUMBER_OF_WARNING_SUBOPERATIONS);
+        if remaining.is_none() && completed.is_none() && failed.is_none() && warning.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(SubOperations {
+            remaining: remaining.unwrap_or(0),
+            completed: completed.unwrap_or(0),
+            failed: failed.unwrap_or(0),
+            warning: warning.unwrap_or(0),
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,5 +520,58 @@ mod tests {
     #[test]
     fn garbage_is_an_error() {
         assert!(Command::decode(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn query_requests_round_trip() {
+        let find = encode_find_rq(3, "1.2.840.10008.5.1.4.1.2.2.1");
+        let rq = Command::decode(&find).unwrap();
+        assert_eq!(rq.field, field::C_FIND_RQ);
+        assert_eq!(rq.message_id, 3);
+        assert_eq!(rq.sop_class_uid, "1.2.840.10008.5.1.4.1.2.2.1");
+        assert!(rq.has_dataset);
+        assert!(rq.move_destination.is_empty());
+        let obj = read(&find).unwrap();
+        let gl = obj
+            .get(tags::COMMAND_GROUP_LENGTH)
+            .unwrap()
+            .to_int::<u32>()
+            .unwrap();
+        assert_eq!(gl as usize, find.len() - 12);
+
+        let get = Command::decode(&encode_get_rq(4, "1.2.840.10008.5.1.4.1.2.1.3")).unwrap();
+        assert_eq!(get.field, field::C_GET_RQ);
+        assert_eq!(get.message_id, 4);
+        assert!(get.has_dataset);
+
+        let mv =
+            Command::decode(&encode_move_rq(5, "1.2.840.10008.5.1.4.1.2.2.2", "DEST")).unwrap();
+        assert_eq!(mv.field, field::C_MOVE_RQ);
+        assert_eq!(mv.move_destination, "DEST");
+        assert!(mv.has_dataset);
+    }
+
+    #[test]
+    fn sub_operations_round_trip() {
+        let rq = Command::decode(&encode_get_rq(4, "1.2.840.10008.5.1.4.1.2.1.3")).unwrap();
+        let ops = SubOperations {
+            remaining: 3,
+            completed: 2,
+            failed: 1,
+            warning: 0,
+        };
+        let pending =
+            encode_retrieve_response(&rq, field::C_GET_RSP, 0xFF00, ops, false, None, false);
+        assert_eq!(SubOperations::decode(&pending).unwrap(), Some(ops));
+        let last = encode_retrieve_response(&rq, field::C_GET_RSP, 0xB000, ops, true, None, false);
+        assert_eq!(
+            SubOperations::decode(&last).unwrap(),
+            Some(SubOperations {
+                remaining: 0,
+                ..ops
+            })
+        );
+        let plain = encode_response(&rq, field::C_GET_RSP, 0xA900, None);
+        assert_eq!(SubOperations::decode(&plain).unwrap(), None);
     }
 }

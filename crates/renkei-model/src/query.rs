@@ -361,10 +361,13 @@ pub fn matches(tag: Tag, m: &Matcher, stored: &str) -> bool {
     if PN_TAGS.contains(&tag) {
         return matches_pn(m, stored);
     }
+    // a multi-valued attribute (ModalitiesInStudy "CT\\MR") matches when any value does;
+    // a key listing values ("CT\\MR") matches any of them (PS3.4 C.2.2.2.8)
+    let values = || stored.split('\\');
     match m {
         Matcher::Universal => true,
-        Matcher::Single(v) => stored == v,
-        Matcher::Wildcard(p) => glob(p.as_bytes(), stored.as_bytes()),
+        Matcher::Single(v) => v.split('\\').any(|k| values().any(|s| s == k)),
+        Matcher::Wildcard(p) => values().any(|s| glob(p.as_bytes(), s.as_bytes())),
         Matcher::UidList(uids) => uids.iter().any(|u| u == stored),
         Matcher::Range(lo, hi) => {
             // DA/TM/DT compare lexically when written in their canonical forms; a time
@@ -536,5 +539,9 @@ mod tests {
         assert!(matches(a, &w, "ABC123"));
         assert!(!matches(a, &w, "abc123"));
         assert!(matches(a, &Matcher::Single("X1".into()), "X1"));
+        let mods = tags::MODALITIES_IN_STUDY;
+        assert!(matches(mods, &Matcher::Single("CT".into()), "CT\\MR"));
+        assert!(matches(mods, &Matcher::Single("US\\MR".into()), "CT\\MR"));
+        assert!(!matches(mods, &Matcher::Single("US".into()), "CT\\MR"));
     }
 }
