@@ -2,13 +2,15 @@
 //! `storescp`, started on a free loopback port for each test. Skipped (with
 //! a message) when `storescp` is not installed.
 
-use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const CORPUS: &str = "/work/shared/testdata/corpus/valid";
+mod common;
+use common::{free_port, renkei};
+
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/corpus/valid");
 
 /// A running `storescp`, killed on drop.
 struct StoreScp {
@@ -39,11 +41,6 @@ fn have_storescp() -> bool {
     }
 }
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
-
 /// Start `storescp -aet STORESCP -od TMPDIR [extra] PORT` and wait until it
 /// listens. None if storescp is not installed.
 fn storescp(extra: &[&str]) -> Option<StoreScp> {
@@ -72,58 +69,6 @@ fn storescp(extra: &[&str]) -> Option<StoreScp> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Some(scp)
-}
-
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Run the renkei binary; fail the test if it runs for more than 60 s.
-fn renkei(args: &[&str]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start renkei");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for renkei") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("renkei {args:?} hung for more than 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let run = Run {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    };
-    eprintln!(
-        "$ renkei {}\n[{}]\n{}{}",
-        args.join(" "),
-        run.status,
-        run.stdout,
-        run.stderr
-    );
-    run
 }
 
 fn corpus(name: &str) -> String {

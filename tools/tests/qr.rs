@@ -3,11 +3,13 @@
 //! indexed by `dcmqridx`, and `storescp` as the C-MOVE destination. Skipped
 //! (with a message) when DCMTK is not installed.
 
-use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{free_port, renkei};
 
 /// Child processes killed on drop.
 struct Peers {
@@ -44,11 +46,6 @@ fn have(tool: &str) -> bool {
     ok
 }
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
-
 fn wait_listening(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -57,59 +54,6 @@ fn wait_listening(port: u16, what: &str) {
     }
 }
 
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-fn renkei(args: &[&str]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start renkei");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for renkei") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("renkei {args:?} hung for more than 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let run = Run {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    };
-    eprintln!(
-        "$ renkei {}\n[{}]\n{}{}",
-        args.join(" "),
-        run.status,
-        run.stdout,
-        run.stderr
-    );
-    run
-}
-
-/// Synthesize 2 studies × 2 instances, index them for `dcmqrscp -aet QRSCP`,
-/// and start it plus a `storescp -aet MOVEDEST` it can move to.
 fn start() -> Option<Peers> {
     if !(have("dcmqrscp") && have("dcmqridx") && have("storescp")) {
         return None;

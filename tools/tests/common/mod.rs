@@ -1,0 +1,66 @@
+//! Helpers shared by the CLI's integration tests.
+#![allow(dead_code, unreachable_pub)] // each test binary uses a different part
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on loopback (bound then released).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// What one run of `renkei` printed.
+pub struct Run {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run the renkei binary; fail the test if it runs for more than 60 s.
+pub fn renkei(args: &[&str]) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start renkei");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for renkei") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("renkei {args:?} hung for more than 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let run = Run {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    };
+    eprintln!(
+        "$ renkei {}\n[{}]\n{}{}",
+        args.join(" "),
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    run
+}
