@@ -18,7 +18,7 @@
 #                          after the C-STORE-RSP is sent, but before the next request is read)
 #   ASSOCS ["1 8"]         association counts to run
 #   REPEAT [1]             fresh runs per (target, assocs); the median wall time is reported
-#   CARGO_TARGET_DIR [/root/.cache/renkei/target];  BIN [$CARGO_TARGET_DIR/release]
+#   CARGO_TARGET_DIR [$HOME/.cache/renkei/target];  BIN [$CARGO_TARGET_DIR/release]
 #                          (needs $BIN/pacs-node; $BIN/renkei is used for `renkei synth` if present)
 #   WORK [/tmp/renkei-bench]  generated sets are cached in $WORK/sets; receivers' data in $WORK/run
 #   SYNTH [auto]           auto | renkei | python   (generator; auto prefers `renkei synth`)
@@ -41,7 +41,7 @@ N=${N:-500}
 TARGETS=${TARGETS:-renkei storescp orthanc}
 ASSOCS=${ASSOCS:-1 8}
 REPEAT=${REPEAT:-1}
-CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/root/.cache/renkei/target}
+CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/renkei/target}
 BIN=${BIN:-$CARGO_TARGET_DIR/release}
 WORK=${WORK:-/tmp/renkei-bench}
 SYNTH=${SYNTH:-auto}

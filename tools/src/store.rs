@@ -746,7 +746,10 @@ mod tests {
     use super::*;
     use std::io::Cursor;
 
-    const CT_SMALL: &str = "/work/shared/testdata/corpus/valid/CT_small.dcm";
+    const CT_SMALL: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/corpus/valid/CT_small.dcm"
+    );
 
     #[test]
     fn data_offset_of_a_real_file() {
