@@ -69,6 +69,8 @@ pub(crate) struct FileConfig {
     pub(crate) idle_timeout_secs: Option<u64>,
     /// Largest PDU accepted.
     pub(crate) max_pdu: Option<u32>,
+    /// Fold person names when matching (width, kana, case); default true.
+    pub(crate) pn_folding: Option<bool>,
     /// Most matches one C-FIND returns before it is cut with 0xA700.
     pub(crate) max_find_results: Option<usize>,
     /// Free space (MiB) to keep on the data dir's file system; stores are refused below it.

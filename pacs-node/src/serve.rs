@@ -92,6 +92,7 @@ impl Settings {
                     .unwrap_or(defaults.idle_timeout),
                 max_associations: file.max_associations.unwrap_or(defaults.max_associations),
                 max_find_results: file.max_find_results.unwrap_or(defaults.max_find_results),
+                fold_names: file.pn_folding.unwrap_or(defaults.fold_names),
                 remotes: remote_table,
                 store_timeout: file
                     .store_timeout_secs

@@ -61,6 +61,9 @@ pub struct ScpOptions {
     /// Remote AEs by title: (host, port), the destinations C-MOVE may send to. Shared so
     /// that the REST API can change them without a restart.
     pub remotes: Remotes,
+    /// Fold person names when matching (width, kana, case; see
+    /// `renkei_model::query::fold_name`).
+    pub fold_names: bool,
     /// Most matches one C-FIND returns; beyond, it ends with 0xA700 and a comment asking
     /// for a narrower query.
     pub max_find_results: usize,
@@ -78,6 +81,7 @@ impl Default for ScpOptions {
             accept: AcceptPolicy::Any,
             max_associations: 64,
             max_find_results: 10_000,
+            fold_names: true,
             remotes: Remotes::default(),
             store_timeout: Duration::from_secs(120),
         }
@@ -589,7 +593,10 @@ impl Scp {
             }
         };
         let query = match Query::from_identifier(&obj, model) {
-            Ok(q) => q,
+            Ok(mut q) => {
+                q.fold_names = self.options.fold_names;
+                q
+            }
             Err(e) => {
                 // PS3.4 C.4.1.1.4: 0xA900 Identifier does not match SOP Class
                 let msg = e.to_string();
@@ -708,6 +715,10 @@ impl Scp {
         let query = match read_identifier(&identifier, ts)
             .map_err(|e| format!("cannot parse identifier: {e}"))
             .and_then(|obj| Query::from_identifier(&obj, model).map_err(|e| e.to_string()))
+            .map(|mut q| {
+                q.fold_names = self.options.fold_names;
+                q
+            })
             .and_then(|q| {
                 q.check_retrieve_keys()
                     .map(|()| q)

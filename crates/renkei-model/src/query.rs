@@ -85,6 +85,10 @@ pub struct Query {
     pub keys: Vec<Key>,
     /// Every attribute of the identifier (to return), in tag order.
     pub return_tags: Vec<Tag>,
+    /// Fold person names before comparing: NFKC (half-width katakana and full-width
+    /// Latin become their usual forms), katakana as hiragana, lower case. On by default;
+    /// a site that wants literal matching turns it off.
+    pub fold_names: bool,
 }
 
 /// The identifier is not a valid query.
@@ -167,6 +171,7 @@ impl Query {
             level,
             keys,
             return_tags,
+            fold_names: true,
         };
         q.check_hierarchy()?;
         Ok(q)
@@ -239,6 +244,7 @@ impl Query {
     /// attribute (None when the node does not know it, which fails a non-universal key).
     pub fn matches(&self, value: impl Fn(Tag) -> Option<String>) -> bool {
         self.keys.iter().all(|k| match value(k.tag) {
+            Some(v) if PN_TAGS.contains(&k.tag) => matches_pn(&k.matcher, &v, self.fold_names),
             Some(v) => matches(k.tag, &k.matcher, &v),
             None => false,
         })
@@ -359,7 +365,7 @@ fn matcher_for(tag: Tag, value: &str) -> Result<Option<Matcher>, QueryError> {
 /// PS3.4 C.2.2.2 matching of one stored value.
 pub fn matches(tag: Tag, m: &Matcher, stored: &str) -> bool {
     if PN_TAGS.contains(&tag) {
-        return matches_pn(m, stored);
+        return matches_pn(m, stored, true);
     }
     // a multi-valued attribute (ModalitiesInStudy "CT\\MR") matches when any value does;
     // a key listing values ("CT\\MR") matches any of them (PS3.4 C.2.2.2.8)
@@ -380,11 +386,33 @@ pub fn matches(tag: Tag, m: &Matcher, stored: &str) -> bool {
     }
 }
 
-fn matches_pn(m: &Matcher, stored: &str) -> bool {
+/// The form person names are compared in when folding: NFKC (half-width katakana and
+/// full-width Latin to their usual forms, composed voiced marks), katakana as hiragana,
+/// lower case. `ﾔﾏﾀﾞ`, `ヤマダ`, `やまだ` and `ＹＡＭＡＤＡ`/`yamada` then compare equal per script.
+pub fn fold_name(s: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    s.nfkc()
+        .map(|c| match c {
+            // katakana ァ..ヶ → hiragana ぁ..ゖ (same order, 0x60 apart)
+            '\u{30A1}'..='\u{30F6}' => char::from_u32(c as u32 - 0x60).unwrap_or(c),
+            _ => c,
+        })
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn matches_pn(m: &Matcher, stored: &str, fold: bool) -> bool {
     let name = PersonName::parse(stored);
     let groups = [&name.alphabetic, &name.ideographic, &name.phonetic];
+    let norm = |s: &str| {
+        if fold {
+            fold_name(s)
+        } else {
+            s.to_string()
+        }
+    };
     let one = |pattern: &str, value: &str, wildcard: bool| {
-        let (p, v) = (pattern.to_lowercase(), value.to_lowercase());
+        let (p, v) = (norm(pattern), norm(value));
         if wildcard {
             glob(p.as_bytes(), v.as_bytes())
         } else {
@@ -501,6 +529,19 @@ mod tests {
             Query::from_identifier(&o, InfoModel::StudyRoot),
             Err(QueryError::Level(_))
         ));
+    }
+
+    #[test]
+    fn names_fold_width_and_kana() {
+        let pn = tags::PATIENT_NAME;
+        let stored = "Yamada^Tarou=山田^太郎=やまだ^たろう";
+        for key in ["ヤマダ*", "ﾔﾏﾀﾞ*", "ＹＡＭＡＤＡ*", "YAMADA^TAROU"] {
+            let m = matcher_for(pn, key).unwrap().unwrap();
+            assert!(matches_pn(&m, stored, true), "{key}");
+        }
+        let m = matcher_for(pn, "ヤマダ*").unwrap().unwrap();
+        assert!(!matches_pn(&m, stored, false), "folding off is literal");
+        assert_eq!(fold_name("ﾀﾛｳ"), "たろう");
     }
 
     #[test]
