@@ -137,7 +137,14 @@ fn c_find_levels_matching_and_japanese() {
 
     // Japanese: kanji, kana and romaji find the same patient (ISO 2022 IR 87 on ingest)
     let mut found = BTreeSet::new();
-    for key in ["山田*", "やまだ*", "Yamada*", "yamada^tarou", "ヤマダ*", "ﾔﾏﾀﾞ*"] {
+    for key in [
+        "山田*",
+        "やまだ*",
+        "Yamada*",
+        "yamada^tarou",
+        "ヤマダ*",
+        "ﾔﾏﾀﾞ*",
+    ] {
         let r = pynetdicom_find(
             &node,
             "study",
