@@ -112,6 +112,29 @@ impl ConnectionArgs {
     /// Like [`establish`](Self::establish), also proposing the SCP role
     /// (SCP/SCU Role Selection, PS3.7 D.3.3.4) for the SOP classes in
     /// `scp_roles`: C-GET needs it for the storage classes it receives.
+    /// Establish for operation `name` (e.g. "C-FIND") on `model`; on failure print why,
+    /// naming the peer, and return None.
+    pub(crate) fn establish_for(
+        &self,
+        name: &str,
+        model: &str,
+        contexts: &[(String, Vec<String>)],
+        scp_roles: &[String],
+    ) -> Option<ClientAssociation<TcpStream>> {
+        let peer = self.peer_label();
+        match self.establish_with_roles(contexts, scp_roles) {
+            Ok(a) => Some(a),
+            Err(EstablishError::NoContextAccepted) => {
+                eprintln!("{name} to {peer}: the peer does not support {model} ({name})");
+                None
+            }
+            Err(e) => {
+                eprintln!("{name} to {peer}: {e}");
+                None
+            }
+        }
+    }
+
     pub(crate) fn establish_with_roles(
         &self,
         contexts: &[(String, Vec<String>)],

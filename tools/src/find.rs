@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use dicom_dictionary_std::uids;
 use renkei_dimse::command::{encode_find_rq, field, Command, Response};
 
-use crate::connection::{ConnectionArgs, EstablishError};
+use crate::connection::ConnectionArgs;
 use crate::dimse::{self, MessageReader, TransportError};
 use crate::query::{self, Operation, QueryArgs};
 
@@ -47,16 +47,8 @@ pub(crate) fn run(args: &FindArgs) -> anyhow::Result<ExitCode> {
             uids::IMPLICIT_VR_LITTLE_ENDIAN.to_string(),
         ],
     )];
-    let mut association = match conn.establish(&contexts) {
-        Ok(a) => a,
-        Err(EstablishError::NoContextAccepted) => {
-            eprintln!("C-FIND to {peer}: the peer does not support {model} (C-FIND)");
-            return Ok(ExitCode::FAILURE);
-        }
-        Err(e) => {
-            eprintln!("C-FIND to {peer}: {e}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(mut association) = conn.establish_for("C-FIND", model, &contexts, &[]) else {
+        return Ok(ExitCode::FAILURE);
     };
     let Some((pc_id, ts)) = association
         .presentation_contexts()

@@ -19,7 +19,7 @@ use renkei_dimse::command::{
     encode_get_rq, encode_move_rq, encode_response, field, status, Command, Response, SubOperations,
 };
 
-use crate::connection::{ConnectionArgs, EstablishError, MAX_PRESENTATION_CONTEXTS};
+use crate::connection::{ConnectionArgs, MAX_PRESENTATION_CONTEXTS};
 use crate::dimse::{self, MessageReader};
 use crate::find::FindError;
 use crate::query::{self, Operation, QueryArgs};
@@ -188,16 +188,8 @@ fn retrieve(
     let peer = conn.peer_label();
     let identifier = query_args.identifier()?;
     let model = query_args.model(op);
-    let mut association = match conn.establish_with_roles(contexts, roles) {
-        Ok(a) => a,
-        Err(EstablishError::NoContextAccepted) => {
-            eprintln!("{name} to {peer}: the peer does not support {model} ({name})");
-            return Ok(ExitCode::FAILURE);
-        }
-        Err(e) => {
-            eprintln!("{name} to {peer}: {e}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(mut association) = conn.establish_for(name, model, contexts, roles) else {
+        return Ok(ExitCode::FAILURE);
     };
     let Some((pc_id, ts)) = association
         .presentation_contexts()

@@ -137,6 +137,19 @@ pub type Remotes = Arc<std::sync::RwLock<HashMap<String, (String, u16)>>>;
 /// Accepted presentation contexts: id → (abstract syntax, transfer syntax).
 type Contexts = HashMap<u8, (String, String)>;
 
+/// The accepted presentation contexts of a negotiation (dicom-ul lists rejected ones too).
+fn accepted(pcs: &[dicom_ul::pdu::PresentationContextNegotiated]) -> Contexts {
+    pcs.iter()
+        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .map(|pc| {
+            (
+                pc.id,
+                (pc.abstract_syntax.clone(), pc.transfer_syntax.clone()),
+            )
+        })
+        .collect()
+}
+
 /// A command whose data set is being received.
 enum Pending {
     Store(Box<PendingStore>),
@@ -250,17 +263,7 @@ impl Scp {
             }
         };
         let calling = assoc.peer_ae_title().trim().to_string();
-        let contexts: Contexts = assoc
-            .presentation_contexts()
-            .iter()
-            .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
-            .map(|pc| {
-                (
-                    pc.id,
-                    (pc.abstract_syntax.clone(), pc.transfer_syntax.clone()),
-                )
-            })
-            .collect();
+        let contexts = accepted(assoc.presentation_contexts());
         info!(calling = %calling, contexts = contexts.len(), "association accepted");
         self.metrics
             .associations_total
@@ -913,17 +916,7 @@ impl Scp {
         if let Err(e) = AsyncAssociation::inner_stream(&mut client).set_nodelay(true) {
             debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let contexts = client
-            .presentation_contexts()
-            .iter()
-            .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
-            .map(|pc| {
-                (
-                    pc.id,
-                    (pc.abstract_syntax.clone(), pc.transfer_syntax.clone()),
-                )
-            })
-            .collect();
+        let contexts = accepted(client.presentation_contexts());
         Ok((client, contexts))
     }
 }
