@@ -20,22 +20,77 @@ fn movescu(node: &Node, dest: &str, keys: &[&str]) -> String {
     dcmtk_qr(node, "movescu", &["-S", "-aem", dest], keys)
 }
 
-#[test]
-fn c_move_to_storescp() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("received");
-    std::fs::create_dir_all(&out).unwrap();
-    let scp_port = free_port();
-    let _storescp = Storescp(
+fn start_storescp(out: &std::path::Path, port: u16, extra: &[&str]) -> Storescp {
+    std::fs::create_dir_all(out).unwrap();
+    Storescp(
         dcmtk("storescp")
             .args(["-aet", "STORESCP", "-od"])
-            .arg(&out)
-            .arg(scp_port.to_string())
+            .arg(out)
+            .args(extra)
+            .arg(port.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
+    )
+}
+
+#[test]
+fn c_move_reencodes_for_an_implicit_only_receiver() {
+    // the instances are stored in Explicit VR LE; this storescp accepts Implicit VR LE only
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("implicit");
+    let port = free_port();
+    let _scp = start_storescp(&out, port, &["+xi"]);
+    let remote = format!("IMPLICIT@127.0.0.1:{port}");
+    let node = Node::start_with(&tmp.path().join("data"), &["--remote", &remote]);
+    let files = synth(&tmp.path().join("synth"), 4, 4, 32);
+    assert!(storescu(&node, &files).status.success());
+    let study = file_attr(&files[0], dicom_dictionary_std::tags::STUDY_INSTANCE_UID);
+    let log = movescu(
+        &node,
+        "IMPLICIT",
+        &[
+            "QueryRetrieveLevel=STUDY",
+            &format!("StudyInstanceUID={study}"),
+        ],
     );
+    assert!(
+        log.contains("Received Final Move Response (Success)"),
+        "{log}"
+    );
+    let mut got: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    got.sort();
+    assert_eq!(got.len(), 4);
+    for f in &files {
+        let sop = file_attr(f, dicom_dictionary_std::tags::SOP_INSTANCE_UID);
+        let back = got
+            .iter()
+            .find(|p| p.to_string_lossy().ends_with(&sop))
+            .unwrap_or_else(|| panic!("{sop} not moved"));
+        let a = dicom_object::open_file(f).unwrap();
+        let b = dicom_object::open_file(back).unwrap();
+        assert_eq!(b.meta().transfer_syntax(), "1.2.840.10008.1.2");
+        let pixels = |o: &dicom_object::DefaultDicomObject| {
+            o.element(dicom_dictionary_std::tags::PIXEL_DATA)
+                .unwrap()
+                .to_bytes()
+                .unwrap()
+                .into_owned()
+        };
+        assert_eq!(pixels(&b), pixels(&a), "{sop}: pixel data differs");
+    }
+}
+
+#[test]
+fn c_move_to_storescp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("received");
+    let scp_port = free_port();
+    let _storescp = start_storescp(&out, scp_port, &[]);
     let remote = format!("STORESCP@127.0.0.1:{scp_port}");
     let node = Node::start_with(&tmp.path().join("data"), &["--remote", &remote]);
     let files = synth(&tmp.path().join("synth"), 12, 6, 64);

@@ -904,7 +904,17 @@ impl Scp {
             .read_timeout(self.options.idle_timeout)
             .connection_timeout(Duration::from_secs(10));
         for (class, ts) in &pairs {
-            options = options.with_presentation_context(class.clone(), vec![ts.clone()]);
+            // uncompressed data can be re-encoded for a receiver that wants another
+            // uncompressed syntax, so offer those too (stored syntax first)
+            let mut offered = vec![ts.clone()];
+            if NATIVE_SYNTAXES.contains(&ts.as_str()) {
+                for alt in NATIVE_SYNTAXES {
+                    if *alt != ts.as_str() {
+                        offered.push(alt.to_string());
+                    }
+                }
+            }
+            options = options.with_presentation_context(class.clone(), offered);
         }
         let mut client = tokio::time::timeout(
             self.options.idle_timeout,
@@ -932,10 +942,25 @@ async fn store_sub_op<A: AsyncAssociation<TcpStream> + Send>(
     message_id: u16,
     originator: Option<(&str, u16)>,
 ) -> Result<Option<(u16, bool)>, String> {
-    let Some((&pc, _)) = contexts.iter().find(|(_, (a, t))| {
+    // the stored syntax as is; else, for uncompressed data, another uncompressed syntax the
+    // receiver accepted, re-encoded (PS3.4 C.4.2.3.1: the SCU may ask for what it can read)
+    let exact = contexts.iter().find(|(_, (a, t))| {
         a == &inst.sop_class_uid && renkei_model::uid::trim_uid(t) == inst.transfer_syntax
-    }) else {
-        return Ok(None);
+    });
+    let reencode_to = || {
+        if !NATIVE_SYNTAXES.contains(&inst.transfer_syntax.as_str()) {
+            return None;
+        }
+        contexts.iter().find(|(_, (a, t))| {
+            a == &inst.sop_class_uid && NATIVE_SYNTAXES.contains(&renkei_model::uid::trim_uid(t))
+        })
+    };
+    let (pc, reencode) = match exact {
+        Some((&pc, _)) => (pc, None),
+        None => match reencode_to() {
+            Some((&pc, (_, ts))) => (pc, Some(renkei_model::uid::trim_uid(ts).to_string())),
+            None => return Ok(None),
+        },
     };
     let cmd = match originator {
         None => encode_store_rq(message_id, &inst.sop_class_uid, &inst.sop_uid),
@@ -944,9 +969,48 @@ async fn store_sub_op<A: AsyncAssociation<TcpStream> + Send>(
         }
     };
     let max = max_fragment_for(target.peer_max_pdu_length());
-    send_pdv(target, pc, PDataValueType::Command, &cmd, max).await?;
-    send_blob_dataset(target, pc, path, max).await?;
+    match reencode {
+        None => {
+            send_pdv(target, pc, PDataValueType::Command, &cmd, max).await?;
+            send_blob_dataset(target, pc, path, max).await?;
+        }
+        Some(ts) => {
+            // the whole object in memory, on the blocking pool: only for this fallback
+            let path = path.to_path_buf();
+            let bytes = tokio::task::spawn_blocking(move || reencode_blob(&path, &ts))
+                .await
+                .map_err(|e| e.to_string())?;
+            let bytes = match bytes {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(sop = %inst.sop_uid, error = %e, "cannot re-encode for the receiver");
+                    return Ok(None);
+                }
+            };
+            send_pdv(target, pc, PDataValueType::Command, &cmd, max).await?;
+            send_pdv(target, pc, PDataValueType::Data, &bytes, max).await?;
+        }
+    }
     receive_store_response(target, message_id).await.map(Some)
+}
+
+/// Uncompressed transfer syntaxes, between which a data set can be re-encoded exactly.
+const NATIVE_SYNTAXES: &[&str] = &[
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.2",
+];
+
+/// A stored blob's data set written in another uncompressed transfer syntax.
+fn reencode_blob(path: &std::path::Path, ts_uid: &str) -> Result<Vec<u8>, String> {
+    let ts = TransferSyntaxRegistry
+        .get(ts_uid)
+        .ok_or_else(|| format!("unknown transfer syntax {ts_uid}"))?;
+    let obj = dicom_object::open_file(path).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    obj.write_dataset_with_ts(&mut out, ts)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 /// Stream the data set of a stored blob (everything after its file meta group).
