@@ -11,15 +11,6 @@ fn getscu(node: &Node, out: &std::path::Path, keys: &[&str]) -> String {
     dcmtk_qr(node, "getscu", &["-S", "-od", od], keys)
 }
 
-fn received(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn c_get_returns_identical_instances() {
     let tmp = tempfile::tempdir().unwrap();
@@ -58,18 +49,14 @@ fn c_get_returns_identical_instances() {
         log.contains("Number of Completed Suboperations : 10"),
         "{log}"
     );
-    let got = received(&dir);
+    let got = files_in(&dir);
     assert_eq!(got.len(), 10);
     let in_study = files
         .iter()
         .filter(|f| file_attr(f, dicom_dictionary_std::tags::STUDY_INSTANCE_UID) == study);
     for f in in_study {
-        let uid = file_attr(f, dicom_dictionary_std::tags::SOP_INSTANCE_UID);
-        let back = got
-            .iter()
-            .find(|p| p.to_string_lossy().ends_with(&uid))
-            .unwrap_or_else(|| panic!("{uid} not retrieved"));
-        assert_eq!(dataset_bytes(back), dataset_bytes(f), "{uid}");
+        let back = counterpart(&got, f);
+        assert_eq!(dataset_bytes(back), dataset_bytes(f), "{}", f.display());
     }
 
     // a JPEG Lossless instance, while getscu accepts only uncompressed syntaxes: reported
@@ -104,6 +91,6 @@ fn c_get_returns_identical_instances() {
             || log.contains("Identifier"),
         "{log}"
     );
-    assert!(received(&tmp.path().join("get-all")).is_empty());
+    assert!(files_in(&tmp.path().join("get-all")).is_empty());
     assert!(node.echo());
 }

@@ -59,18 +59,10 @@ fn c_move_reencodes_for_an_implicit_only_receiver() {
         log.contains("Received Final Move Response (Success)"),
         "{log}"
     );
-    let mut got: Vec<_> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    got.sort();
+    let got = files_in(&out);
     assert_eq!(got.len(), 4);
     for f in &files {
-        let sop = file_attr(f, dicom_dictionary_std::tags::SOP_INSTANCE_UID);
-        let back = got
-            .iter()
-            .find(|p| p.to_string_lossy().ends_with(&sop))
-            .unwrap_or_else(|| panic!("{sop} not moved"));
+        let back = counterpart(&got, f);
         let a = dicom_object::open_file(f).unwrap();
         let b = dicom_object::open_file(back).unwrap();
         assert_eq!(b.meta().transfer_syntax(), "1.2.840.10008.1.2");
@@ -81,7 +73,12 @@ fn c_move_reencodes_for_an_implicit_only_receiver() {
                 .unwrap()
                 .into_owned()
         };
-        assert_eq!(pixels(&b), pixels(&a), "{sop}: pixel data differs");
+        assert_eq!(
+            pixels(&b),
+            pixels(&a),
+            "{}: pixel data differs",
+            f.display()
+        );
     }
 }
 
@@ -113,18 +110,10 @@ fn c_move_to_storescp() {
         log.contains("Received Final Move Response (Success)"),
         "{log}"
     );
-    let mut got: Vec<_> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    got.sort();
+    let got = files_in(&out);
     assert_eq!(got.len(), 6, "{got:?}");
     for f in &files[..6] {
-        let sop = file_attr(f, dicom_dictionary_std::tags::SOP_INSTANCE_UID);
-        let back = got
-            .iter()
-            .find(|p| p.to_string_lossy().ends_with(&sop))
-            .unwrap_or_else(|| panic!("{sop} not moved"));
+        let back = counterpart(&got, f);
         assert_eq!(dataset_bytes(back), dataset_bytes(f));
     }
 

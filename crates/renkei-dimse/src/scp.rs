@@ -549,6 +549,42 @@ impl Scp {
 }
 
 impl Scp {
+    /// The query of a C-FIND/C-GET/C-MOVE identifier, and the transfer syntax of its
+    /// context; or the failure status and comment to answer with (PS3.4 C.4.1.1.4:
+    /// 0xC000 unparseable, 0xA900 identifier does not match the SOP class).
+    fn parse_query(
+        &self,
+        pc_id: u8,
+        model: InfoModel,
+        identifier: &[u8],
+        contexts: &Contexts,
+        retrieve: bool,
+    ) -> Result<(Query, &'static TransferSyntax), (u16, String)> {
+        let ts_uid = contexts
+            .get(&pc_id)
+            .map(|(_, ts)| ts.as_str())
+            .unwrap_or("");
+        let ts = TransferSyntaxRegistry.get(ts_uid).ok_or((
+            status::CANNOT_UNDERSTAND,
+            "unknown transfer syntax".to_string(),
+        ))?;
+        let obj = read_identifier(identifier, ts).map_err(|e| {
+            (
+                status::CANNOT_UNDERSTAND,
+                format!("cannot parse identifier: {e}"),
+            )
+        })?;
+        let mut query = Query::from_identifier(&obj, model)
+            .map_err(|e| (status::DATASET_MISMATCH, e.to_string()))?;
+        if retrieve {
+            query
+                .check_retrieve_keys()
+                .map_err(|e| (status::DATASET_MISMATCH, e.to_string()))?;
+        }
+        query.fold_names = self.options.fold_names;
+        Ok((query, ts))
+    }
+
     /// Answer a C-FIND: pending responses streamed as the index yields matches (the query
     /// runs on the blocking pool, at most a few identifiers ahead of the network), C-CANCEL
     /// checked between them, a final status at the end (PS3.4 C.4.1).
@@ -565,53 +601,10 @@ impl Scp {
             identifier,
             ..
         } = f;
-        let ts_uid = contexts
-            .get(&pc_id)
-            .map(|(_, ts)| ts.as_str())
-            .unwrap_or("");
-        let Some(ts) = TransferSyntaxRegistry.get(ts_uid) else {
-            return respond(
-                assoc,
-                pc_id,
-                &rq,
-                field::C_FIND_RSP,
-                status::CANNOT_UNDERSTAND,
-                Some("unknown transfer syntax"),
-            )
-            .await;
-        };
-        let obj = match read_identifier(&identifier, ts) {
-            Ok(o) => o,
-            Err(e) => {
-                let msg = format!("cannot parse identifier: {e}");
-                return respond(
-                    assoc,
-                    pc_id,
-                    &rq,
-                    field::C_FIND_RSP,
-                    status::CANNOT_UNDERSTAND,
-                    Some(&msg),
-                )
-                .await;
-            }
-        };
-        let query = match Query::from_identifier(&obj, model) {
-            Ok(mut q) => {
-                q.fold_names = self.options.fold_names;
-                q
-            }
-            Err(e) => {
-                // PS3.4 C.4.1.1.4: 0xA900 Identifier does not match SOP Class
-                let msg = e.to_string();
-                return respond(
-                    assoc,
-                    pc_id,
-                    &rq,
-                    field::C_FIND_RSP,
-                    status::DATASET_MISMATCH,
-                    Some(&msg),
-                )
-                .await;
+        let (query, ts) = match self.parse_query(pc_id, model, &identifier, contexts, false) {
+            Ok(x) => x,
+            Err((st, msg)) => {
+                return respond(assoc, pc_id, &rq, field::C_FIND_RSP, st, Some(&msg)).await
             }
         };
         debug!(
@@ -707,30 +700,9 @@ impl Scp {
             identifier,
         } = f;
         let rsp = op | 0x8000;
-        let ts_uid = contexts
-            .get(&pc_id)
-            .map(|(_, ts)| ts.as_str())
-            .unwrap_or("");
-        let Some(ts) = TransferSyntaxRegistry.get(ts_uid) else {
-            let msg = "unknown transfer syntax";
-            return respond(assoc, pc_id, &rq, rsp, status::CANNOT_UNDERSTAND, Some(msg)).await;
-        };
-        let query = match read_identifier(&identifier, ts)
-            .map_err(|e| format!("cannot parse identifier: {e}"))
-            .and_then(|obj| Query::from_identifier(&obj, model).map_err(|e| e.to_string()))
-            .map(|mut q| {
-                q.fold_names = self.options.fold_names;
-                q
-            })
-            .and_then(|q| {
-                q.check_retrieve_keys()
-                    .map(|()| q)
-                    .map_err(|e| e.to_string())
-            }) {
-            Ok(q) => q,
-            Err(msg) => {
-                return respond(assoc, pc_id, &rq, rsp, status::DATASET_MISMATCH, Some(&msg)).await
-            }
+        let (query, ts) = match self.parse_query(pc_id, model, &identifier, contexts, true) {
+            Ok(x) => x,
+            Err((st, msg)) => return respond(assoc, pc_id, &rq, rsp, st, Some(&msg)).await,
         };
         // C-MOVE: the destination must be a known remote AE (PS3.4 C.4.2.1.4.1: 0xA801)
         let destination = if op == field::C_MOVE_RQ {

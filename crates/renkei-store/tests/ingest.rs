@@ -11,6 +11,16 @@ fn corpus(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Every file of the valid corpus, sorted.
+fn valid_files() -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(corpus("valid"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
 /// (meta, dataset bytes) of a corpus file, as a C-STORE would deliver them.
 fn as_received(path: &Path) -> (IngestMeta, Vec<u8>) {
     let obj = dicom_object::OpenFileOptions::new()
@@ -102,11 +112,7 @@ fn every_valid_corpus_file_stores() {
     // encapsulated (JPEG, JPEG 2000, RLE), deflated, big endian, multi-frame, no pixels
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let mut files: Vec<_> = std::fs::read_dir(corpus("valid"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+    let files = valid_files();
     for f in files {
         let (meta, data) = as_received(&f);
         if let Err(e) = store_bytes(&store, meta, &data) {
@@ -306,11 +312,7 @@ fn study_queries_use_the_secondary_indexes() {
     use renkei_model::query::{InfoModel, Query};
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let mut files: Vec<_> = std::fs::read_dir(corpus("valid"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+    let files = valid_files();
     for f in &files {
         let (meta, data) = as_received(f);
         store_bytes(&store, meta, &data).unwrap();

@@ -518,3 +518,22 @@ pub fn file_attr(path: &Path, tag: dicom_core::Tag) -> String {
         .trim_end_matches(['\0', ' '])
         .to_string()
 }
+
+/// The files in a folder, sorted.
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Among `received` (named by DCMTK after the SOP Instance UID), the copy of `original`.
+pub fn counterpart<'a>(received: &'a [PathBuf], original: &Path) -> &'a Path {
+    let sop = file_attr(original, dicom_dictionary_std::tags::SOP_INSTANCE_UID);
+    received
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with(&sop))
+        .unwrap_or_else(|| panic!("{sop} was not received"))
+}
