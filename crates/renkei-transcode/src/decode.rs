@@ -1,0 +1,1 @@
+//! Decoding pixel data of every common transfer syntax to native samples.

@@ -1,0 +1,7 @@
+//! The pixel pipeline: decode every common transfer syntax, encode to the lossless ones
+//! (and baseline JPEG for previews), transcode a stored object for a receiver, render a
+//! frame to an 8-bit image. CPU-bound: callers run it off the async runtime.
+
+pub mod decode;
+pub mod encode;
+pub mod render;
