@@ -109,9 +109,6 @@ impl ConnectionArgs {
         self.establish_with_roles(contexts, &[])
     }
 
-    /// Like [`establish`](Self::establish), also proposing the SCP role
-    /// (SCP/SCU Role Selection, PS3.7 D.3.3.4) for the SOP classes in
-    /// `scp_roles`: C-GET needs it for the storage classes it receives.
     /// Establish for operation `name` (e.g. "C-FIND") on `model`; on failure print why,
     /// naming the peer, and return None.
     pub(crate) fn establish_for(

@@ -33,6 +33,20 @@ pub(crate) struct FindArgs {
     /// Print each match as one JSON object per line.
     #[arg(long)]
     json: bool,
+
+    /// Run the query this many times over the one association (like findscu --repeat);
+    /// with --timing, a way to measure a node's query latency.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+
+    /// Print latency figures (min, p50, p90, p99, max from the request to the final
+    /// response) to standard error after the runs.
+    #[arg(long)]
+    timing: bool,
+
+    /// Do not print the matches (only the summary, and the timing when asked).
+    #[arg(long, short = 'q')]
+    quiet: bool,
 }
 
 pub(crate) fn run(args: &FindArgs) -> anyhow::Result<ExitCode> {
@@ -59,67 +73,46 @@ pub(crate) fn run(args: &FindArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let data = query::encode_identifier(&identifier, &ts)?;
-    let message_id = 1;
     let mut reader = MessageReader::default();
-    let timeout = conn.timeout;
-    let outcome = (|| -> Result<Response, FindError> {
-        dimse::send_command(
+    let mut latencies = Vec::with_capacity(args.repeat as usize);
+    let mut outcome = Err(FindError::Protocol(anyhow::anyhow!("no query run")));
+    for run in 0..args.repeat {
+        let message_id = (run % u16::MAX as u32) as u16 + 1;
+        let started = std::time::Instant::now();
+        outcome = query_once(
+            args,
             &mut association,
-            pc_id,
-            &encode_find_rq(message_id, model),
-            timeout,
-        )?;
-        dimse::send_data_set_bytes(&mut association, pc_id, &data, timeout)?;
-        let mut matches = 0u64;
-        loop {
-            let (_, bytes) = reader.command(&mut association, timeout)?;
-            let response = Response::decode(&bytes)
-                .and_then(|r| r.check(field::C_FIND_RSP, message_id).map(|()| r))
-                .map_err(|e| FindError::Protocol(e.into()))?;
-            let has_dataset = Command::decode(&bytes)
-                .map(|c| c.has_dataset)
-                .unwrap_or(false);
-            let identifier = if has_dataset {
-                Some(reader.data_set_bytes(&mut association, timeout)?)
-            } else {
-                None
-            };
-            if matches!(response.status, 0xFF00 | 0xFF01) {
-                matches += 1;
-                let Some(bytes) = identifier else {
-                    tracing::warn!("pending C-FIND response without an identifier");
-                    continue;
-                };
-                let obj = query::decode_identifier(&bytes, &ts).map_err(FindError::Protocol)?;
-                let fields = query::identifier_fields(&obj);
-                let line = if args.json {
-                    query::format_json(&fields)
-                } else {
-                    query::format_tsv(&fields)
-                };
-                if !query::print_line(&line) {
-                    return Err(FindError::StdoutClosed);
-                }
-                continue;
-            }
-            let meaning = response
-                .error_comment
-                .clone()
-                .unwrap_or_else(|| query::qr_status_meaning(response.status));
-            let summary = format!(
-                "{matches} match{}, final status 0x{:04X} ({})",
-                if matches == 1 { "" } else { "es" },
-                response.status,
-                meaning
-            );
-            if response.status == 0x0000 {
-                query::print_line(&summary);
-            } else {
-                eprintln!("C-FIND to {peer}: {summary}");
-            }
-            return Ok(response);
+            &mut reader,
+            (pc_id, &ts),
+            &data,
+            message_id,
+        );
+        latencies.push(started.elapsed());
+        if !matches!(&outcome, Ok((r, _)) if r.status == 0x0000) {
+            break;
         }
-    })();
+    }
+    let outcome = outcome.map(|(response, matches)| {
+        let meaning = response
+            .error_comment
+            .clone()
+            .unwrap_or_else(|| query::qr_status_meaning(response.status));
+        let summary = format!(
+            "{matches} match{}, final status 0x{:04X} ({})",
+            if matches == 1 { "" } else { "es" },
+            response.status,
+            meaning
+        );
+        if response.status == 0x0000 {
+            query::print_line(&summary);
+        } else {
+            eprintln!("C-FIND to {peer}: {summary}");
+        }
+        if args.timing {
+            eprintln!("{}", timing_summary(&mut latencies));
+        }
+        response
+    });
     match outcome {
         Ok(response) => {
             if let Err(e) = association.release() {
@@ -141,6 +134,86 @@ pub(crate) fn run(args: &FindArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// One C-FIND over an established association: the final response and the number of
+/// matches (printed unless --quiet).
+fn query_once(
+    args: &FindArgs,
+    association: &mut dicom_ul::ClientAssociation<std::net::TcpStream>,
+    reader: &mut MessageReader,
+    (pc_id, ts): (u8, &str),
+    data: &[u8],
+    message_id: u16,
+) -> Result<(Response, u64), FindError> {
+    let timeout = args.connection.timeout;
+    let model = args.query.model(Operation::Find);
+    dimse::send_command(
+        association,
+        pc_id,
+        &encode_find_rq(message_id, model),
+        timeout,
+    )?;
+    dimse::send_data_set_bytes(association, pc_id, data, timeout)?;
+    let mut matches = 0u64;
+    loop {
+        let (_, bytes) = reader.command(association, timeout)?;
+        let response = Response::decode(&bytes)
+            .and_then(|r| r.check(field::C_FIND_RSP, message_id).map(|()| r))
+            .map_err(|e| FindError::Protocol(e.into()))?;
+        let has_dataset = Command::decode(&bytes)
+            .map(|c| c.has_dataset)
+            .unwrap_or(false);
+        let identifier = if has_dataset {
+            Some(reader.data_set_bytes(association, timeout)?)
+        } else {
+            None
+        };
+        if !matches!(response.status, 0xFF00 | 0xFF01) {
+            return Ok((response, matches));
+        }
+        matches += 1;
+        let Some(bytes) = identifier else {
+            tracing::warn!("pending C-FIND response without an identifier");
+            continue;
+        };
+        // decoded even when quiet, so that --timing includes what any client must do
+        let obj = query::decode_identifier(&bytes, ts).map_err(FindError::Protocol)?;
+        if args.quiet {
+            continue;
+        }
+        let fields = query::identifier_fields(&obj);
+        let line = if args.json {
+            query::format_json(&fields)
+        } else {
+            query::format_tsv(&fields)
+        };
+        if !query::print_line(&line) {
+            return Err(FindError::StdoutClosed);
+        }
+    }
+}
+
+/// `timing: N queries, min …, p50 …, p90 …, p99 …, max … ms` (nearest-rank percentiles).
+fn timing_summary(latencies: &mut [std::time::Duration]) -> String {
+    latencies.sort();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let pct = |p: f64| {
+        let rank = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
+        ms(latencies[rank.clamp(1, latencies.len()) - 1])
+    };
+    if latencies.is_empty() {
+        return "timing: no queries".into();
+    }
+    format!(
+        "timing: {} queries, min {:.3} ms, p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        latencies.len(),
+        ms(latencies[0]),
+        pct(50.0),
+        pct(90.0),
+        pct(99.0),
+        ms(latencies[latencies.len() - 1])
+    )
 }
 
 pub(crate) enum FindError {

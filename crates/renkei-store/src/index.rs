@@ -106,6 +106,14 @@ impl Index {
         }
     }
 
+    /// Write every memtable to SST files, so that the next open replays no WAL.
+    pub fn flush(&self) -> Result<()> {
+        for name in keys::ALL_CFS {
+            self.db.flush_cf(self.cf(name)?)?;
+        }
+        Ok(())
+    }
+
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
         self.db
             .cf_handle(name)

@@ -19,7 +19,7 @@ use renkei_model::extract::text;
 use renkei_model::uid::{
     is_valid_uid, trim_uid, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME,
 };
-use renkei_model::{extract_record, InstanceRecord, CHARSET_TEXT_TAGS};
+use renkei_model::{extract_record, IndexRecord, InstanceRecord, CHARSET_TEXT_TAGS};
 
 use std::io::{Read, Seek, SeekFrom};
 
@@ -213,6 +213,34 @@ impl Store {
             .unwrap_or_default();
 
         let mut b = self.index.batch();
+        self.put_records(&mut b, &rec, old.as_ref())?;
+        b.commit()?;
+        // the blob is referenced now: its temp name can go
+        drop(spool);
+
+        let outcome = match old {
+            None => IngestOutcome::Stored,
+            Some(old) => {
+                // the index no longer points at the old blob; a failure here only leaves
+                // an orphan for `check --repair`
+                if let Err(e) = self.blobs.remove(&old.blob_hash) {
+                    tracing::warn!(error = %e, "could not remove replaced blob");
+                }
+                IngestOutcome::Replaced
+            }
+        };
+        Ok((outcome, rec.instance))
+    }
+
+    /// Every index write of one instance (records, secondary indexes, links, counters),
+    /// replacing `old` when the SOP Instance UID was stored before. One code path for
+    /// C-STORE and the benchmark bulk load.
+    pub(crate) fn put_records(
+        &self,
+        b: &mut crate::index::Batch<'_>,
+        rec: &IndexRecord,
+        old: Option<&InstanceRecord>,
+    ) -> Result<()> {
         b.put(
             keys::CF_INSTANCE,
             rec.instance.sop_uid.as_bytes(),
@@ -224,12 +252,21 @@ impl Store {
             &rec.series,
         )?;
         b.put(keys::CF_STUDY, rec.study.study_uid.as_bytes(), &rec.study)?;
-        for (kind, value) in crate::find::study_index_values(&rec.study) {
-            b.put_bytes(
-                keys::CF_IDX,
-                &keys::idx_key(kind, value, &rec.study.study_uid),
-                &[],
-            )?;
+        for key in
+            crate::find::study_index_keys(&rec.study, &rec.patient.name, &rec.series.modality)
+        {
+            b.put_bytes(keys::CF_IDX, &key, &[])?;
+        }
+        // a patient's name changed (a corrected registration): the latest name wins in the
+        // patient record, so index it for the patient's other studies too
+        if let Some(known) = self.patient(&rec.patient.key)? {
+            if known.name != rec.patient.name {
+                for study_uid in self.patient_studies(&rec.patient.key)? {
+                    for key in crate::find::name_index_keys(&rec.patient.name, &study_uid) {
+                        b.put_bytes(keys::CF_IDX, &key, &[])?;
+                    }
+                }
+            }
         }
         b.put(
             keys::CF_PATIENT,
@@ -253,7 +290,7 @@ impl Store {
             &[],
         )?;
         let size = inst.size as i64;
-        match &old {
+        match old {
             None => {
                 b.add(keys::COUNTER_INSTANCES, 1)?;
                 b.add(keys::COUNTER_BYTES, size)?;
@@ -276,22 +313,7 @@ impl Store {
                 }
             }
         }
-        b.commit()?;
-        // the blob is referenced now: its temp name can go
-        drop(spool);
-
-        let outcome = match old {
-            None => IngestOutcome::Stored,
-            Some(old) => {
-                // the index no longer points at the old blob; a failure here only leaves
-                // an orphan for `check --repair`
-                if let Err(e) = self.blobs.remove(&old.blob_hash) {
-                    tracing::warn!(error = %e, "could not remove replaced blob");
-                }
-                IngestOutcome::Replaced
-            }
-        };
-        Ok((outcome, rec.instance))
+        Ok(())
     }
 }
 

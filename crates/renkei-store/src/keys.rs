@@ -9,7 +9,7 @@
 //! | `study` | Study Instance UID | [`StudyRecord`](renkei_model::StudyRecord) |
 //! | `patient` | [`patient_key`] | [`PatientRecord`](renkei_model::PatientRecord) |
 //! | `children` | [`patient_study`], [`study_series`], [`series_instance`] | empty |
-//! | `idx` | [`idx_key`]: `p` PatientID, `a` AccessionNumber, `d` StudyDate → study | empty |
+//! | `idx` | [`idx_key`]: `p` PatientID, `a` AccessionNumber, `d` StudyDate, `n` folded patient name group, `m` Modality → study | empty |
 //! | `counters` | [`COUNTER_INSTANCES`], [`COUNTER_BYTES`], [`study_instances`], [`series_instances`] | i64 LE, merged by addition |
 //! | `meta` | [`META_SCHEMA`] | schema version |
 //!
@@ -74,8 +74,14 @@ pub const IDX_PATIENT_ID: u8 = b'p';
 pub const IDX_ACCESSION: u8 = b'a';
 /// Secondary index: studies by StudyDate (YYYYMMDD sorts as text).
 pub const IDX_STUDY_DATE: u8 = b'd';
-/// Marker in `meta`: the `idx` column family covers every study.
-pub const META_IDX_BUILT: &[u8] = b"idx_built";
+/// Secondary index: studies by each group of the patient's name, folded
+/// ([`renkei_model::query::fold_name`]), for prefix scans.
+pub const IDX_PATIENT_NAME: u8 = b'n';
+/// Secondary index: studies by the Modality of their series.
+pub const IDX_MODALITY: u8 = b'm';
+/// Marker in `meta`: the `idx` column family covers every study with every kind above.
+/// Bumped when a kind is added, so an older index is completed once at startup.
+pub const META_IDX_BUILT: &[u8] = b"idx_built_v2";
 
 /// Key of the schema version in `meta`.
 pub const META_SCHEMA: &[u8] = b"schema";
@@ -202,6 +208,17 @@ pub fn link_child(prefix: u8, key: &[u8]) -> Result<&str, KeyError> {
 /// Secondary index entry: `kind value 0x00 study_uid`.
 pub fn idx_key(kind: u8, value: &str, study_uid: &str) -> Vec<u8> {
     join(Some(kind), &[value, study_uid])
+}
+
+/// Prefix of every entry of `kind` whose value starts with `value`.
+pub fn idx_value_prefix(kind: u8, value: &str) -> Vec<u8> {
+    join(Some(kind), &[value])
+}
+
+/// The study UID of an `idx` entry (its last component).
+pub fn idx_study(key: &[u8]) -> Option<&str> {
+    let sep = key.iter().rposition(|&b| b == SEP)?;
+    std::str::from_utf8(&key[sep + 1..]).ok()
 }
 
 /// Prefix of every entry of `kind` for exactly `value`.

@@ -11,6 +11,8 @@
 #![deny(missing_docs)]
 
 pub mod blob;
+#[cfg(feature = "bulk-load")]
+mod bulk;
 pub mod check;
 pub mod error;
 pub mod find;
@@ -127,12 +129,24 @@ impl Store {
         self.index
             .for_each::<StudyRecord>(keys::CF_STUDY, |_, study| {
                 let study = study?;
-                for (kind, value) in find::study_index_values(&study) {
-                    b.put_bytes(
-                        keys::CF_IDX,
-                        &keys::idx_key(kind, value, &study.study_uid),
-                        &[],
-                    )?;
+                let name = self
+                    .patient(&study.patient)?
+                    .map(|p| p.name)
+                    .unwrap_or_default();
+                for key in find::study_index_keys(&study, &name, "") {
+                    b.put_bytes(keys::CF_IDX, &key, &[])?;
+                }
+                for series_uid in self.study_series(&study.study_uid)? {
+                    if let Some(series) = self.series(&series_uid)? {
+                        if !series.modality.is_empty() {
+                            let key = keys::idx_key(
+                                keys::IDX_MODALITY,
+                                &series.modality,
+                                &study.study_uid,
+                            );
+                            b.put_bytes(keys::CF_IDX, &key, &[])?;
+                        }
+                    }
                 }
                 n += 1;
                 Ok(true)

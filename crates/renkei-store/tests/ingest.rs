@@ -378,3 +378,156 @@ fn study_queries_use_the_secondary_indexes() {
         .unwrap();
     assert_eq!(again, want);
 }
+
+#[test]
+fn name_modality_and_patient_keys_use_indexes_and_agree_with_a_scan() {
+    use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+    use dicom_dictionary_std::tags;
+    use renkei_model::query::{InfoModel, Query};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut files = valid_files();
+    files.extend(
+        [
+            "charset/chrH31.dcm",
+            "charset/chrX1.dcm",
+            "charset/chrFren.dcm",
+        ]
+        .map(corpus),
+    );
+    for f in &files {
+        let (meta, data) = as_received(f);
+        // a few valid files share UIDs or fail on purpose elsewhere; the index is what counts
+        let _ = store_bytes(&store, meta, &data);
+    }
+    let query = |level: &str, keys: &[(Tag, VR, &str)], fold: bool| {
+        let mut o = dicom_object::InMemDicomObject::new_empty();
+        o.put(DataElement::new(
+            tags::QUERY_RETRIEVE_LEVEL,
+            VR::CS,
+            PrimitiveValue::from(level),
+        ));
+        for (t, vr, v) in keys {
+            o.put(DataElement::new(*t, *vr, PrimitiveValue::from(*v)));
+        }
+        let model = if level == "PATIENT" {
+            InfoModel::PatientRoot
+        } else {
+            InfoModel::StudyRoot
+        };
+        let mut q = Query::from_identifier(&o, model).unwrap();
+        q.fold_names = fold;
+        q
+    };
+    let ids = |q: &Query| {
+        let mut out = Vec::new();
+        store
+            .find(q, |e| {
+                let st = e.study.map(|s| s.study_uid).unwrap_or_default();
+                out.push(format!("{}/{}", e.patient.key.patient_id, st));
+                true
+            })
+            .unwrap();
+        out.sort();
+        out
+    };
+    // the same query's answer by brute force: every entity of the level, filtered
+    let scanned = |q: &Query| {
+        let mut all = query(q.level.as_str(), &[], q.fold_names);
+        all.return_tags = q.return_tags.clone();
+        let mut out = Vec::new();
+        store
+            .find(&all, |e| {
+                if q.matches(|t| e.value(t)) {
+                    let st = e.study.map(|s| s.study_uid).unwrap_or_default();
+                    out.push(format!("{}/{}", e.patient.key.patient_id, st));
+                }
+                true
+            })
+            .unwrap();
+        out.sort();
+        out
+    };
+    let pn = tags::PATIENT_NAME;
+    let mis = tags::MODALITIES_IN_STUDY;
+    // (query, the plan it must use, how many it must find when that is known)
+    let cases: Vec<(Query, &str, Option<usize>)> = vec![
+        (
+            query("STUDY", &[(pn, VR::PN, "Yamada*")], true),
+            "idx n",
+            Some(1),
+        ),
+        (
+            query("STUDY", &[(pn, VR::PN, "山田*")], true),
+            "idx n",
+            Some(1),
+        ),
+        (
+            query("STUDY", &[(pn, VR::PN, "ﾔﾏﾀﾞ*")], true),
+            "idx n",
+            Some(1),
+        ),
+        (
+            query("STUDY", &[(pn, VR::PN, "yamada*")], true),
+            "idx n",
+            Some(1),
+        ),
+        (
+            query("STUDY", &[(pn, VR::PN, "Yamada*")], false),
+            "idx n",
+            Some(1),
+        ),
+        (
+            query("STUDY", &[(pn, VR::PN, "yamada*")], false),
+            "idx n",
+            Some(0),
+        ),
+        (
+            query("STUDY", &[(pn, VR::PN, "Yamada^Tarou")], true),
+            "idx n",
+            Some(1),
+        ),
+        (query("STUDY", &[(pn, VR::PN, "*ou")], true), "scan", None),
+        (query("STUDY", &[(mis, VR::CS, "MR")], true), "idx m", None),
+        (
+            query("STUDY", &[(mis, VR::CS, "CT\\MR")], true),
+            "idx m",
+            None,
+        ),
+        (
+            query(
+                "STUDY",
+                &[(mis, VR::CS, "CT"), (tags::PATIENT_ID, VR::LO, "1CT1")],
+                true,
+            ),
+            "idx p",
+            Some(1),
+        ),
+        (
+            query("PATIENT", &[(tags::PATIENT_ID, VR::LO, "1CT1")], true),
+            "idx p",
+            Some(1),
+        ),
+        (
+            query("PATIENT", &[(pn, VR::PN, "Buc*")], true),
+            "idx n",
+            Some(1),
+        ),
+        (
+            query("PATIENT", &[(pn, VR::PN, "王*")], true),
+            "idx n",
+            Some(1),
+        ),
+    ];
+    for (q, plan, count) in &cases {
+        let explained = store.explain(q).unwrap();
+        assert!(explained.starts_with(plan), "{:?}: {explained}", q.keys);
+        let found = ids(q);
+        assert_eq!(found, scanned(q), "{:?}", q.keys);
+        if let Some(n) = count {
+            assert_eq!(found.len(), *n, "{:?}: {found:?}", q.keys);
+        }
+    }
+    let (mr, ct_or_mr) = (ids(&cases[8].0).len(), ids(&cases[9].0).len());
+    assert!(mr > 0 && ct_or_mr > mr, "MR {mr}, CT or MR {ct_or_mr}");
+}
