@@ -54,7 +54,7 @@ ORTHANC_UP=""
 stop_orthanc() { [ -n "$ORTHANC_UP" ] && "$PEERS_DIR/stop-orthanc.sh" >/dev/null 2>&1; ORTHANC_UP=""; }
 trap 'stop_node; stop_orthanc' EXIT
 
-# start_node DATA_DIR [CONFIG]: prints the startup time (launch → C-ECHO answered) in ms
+# start_node DATA_DIR [CONFIG]: sets NODE_PID and STARTUP_MS (launch → C-ECHO answered)
 start_node() {
   local t0 t1 i
   t0=$(date +%s%N)
@@ -66,7 +66,7 @@ start_node() {
     kill -0 $NODE_PID 2>/dev/null || { cat "$1.log" >&2; die "node exited"; }
   done
   t1=$(date +%s%N)
-  echo $(( (t1 - t0) / 1000000 ))
+  STARTUP_MS=$(( (t1 - t0) / 1000000 ))
 }
 
 key() { sed -n "s/.*\"$2\": \"\(.*\)\".*/\1/p" "$1/keys.json"; }
@@ -114,11 +114,13 @@ if [[ " $PARTS " == *" big "* ]]; then
   bytes=$(du -sb "$BIG/index" | cut -f1)
   echo "== index of $n instances ($PATIENTS patients, $((PATIENTS * STUDIES)) studies)"
   echo "index size: $bytes bytes, $((bytes / n)) bytes per instance"
-  echo "startup (launch to first C-ECHO answered): $(start_node "$BIG") ms"
+  start_node "$BIG"
+  echo "startup (launch to first C-ECHO answered): $STARTUP_MS ms"
   queries BENCH $NODE_PORT "$BIG" $((PATIENTS * STUDIES))
   echo "node RSS after the queries: $(awk '/VmRSS/ {print $2, $3}' /proc/$NODE_PID/status)"
   stop_node
-  echo "startup again (warm page cache): $(start_node "$BIG") ms"
+  start_node "$BIG"
+  echo "startup again (warm page cache): $STARTUP_MS ms"
   stop_node
 fi
 
@@ -134,7 +136,7 @@ if [[ " $PARTS " == *" small "* ]]; then
   n=$((SMALL_PATIENTS * STUDIES * INSTANCES))
   SMALL=$WORK/small-node
   rm -rf "$SMALL" "$SMALL.log"
-  start_node "$SMALL" >/dev/null
+  start_node "$SMALL"
   log "storing $n files into the node"
   "$BIN/renkei" store 127.0.0.1 $NODE_PORT -aec BENCH -j 2 "$FILES" >/dev/null 2>&1 || die "store to the node failed"
   echo "== $n instances ($SMALL_PATIENTS patients, $((SMALL_PATIENTS * STUDIES)) studies), loaded over C-STORE"
@@ -170,7 +172,7 @@ if [[ " $PARTS " == *" flat "* ]]; then
       --series-per-study 1 --instances-per-study 1 >&2 || die "generator failed"
   fi
   printf 'max_find_results = %d\n' $((FLAT_STUDIES * 2)) >"$WORK/flat.toml"
-  start_node "$FLAT" "$WORK/flat.toml" >/dev/null
+  start_node "$FLAT" "$WORK/flat.toml"
   rss() { awk '/VmRSS/ {print $2}' /proc/$NODE_PID/status; }
   # stream_query LABEL KEYS...: matches, RSS before and peak during (KiB)
   stream_query() {
