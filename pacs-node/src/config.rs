@@ -77,6 +77,8 @@ pub(crate) struct FileConfig {
     pub(crate) min_free_mb: Option<u64>,
     /// Seconds a C-STORE may take to become durable before it is answered as failed.
     pub(crate) store_timeout_secs: Option<u64>,
+    /// Pixel jobs (transcoding for a receiver) run at once; default one per core.
+    pub(crate) pixel_workers: Option<usize>,
     /// Known remote AEs.
     #[serde(default)]
     pub(crate) remote: Vec<Remote>,

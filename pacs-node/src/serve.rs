@@ -98,6 +98,10 @@ impl Settings {
                     .store_timeout_secs
                     .map(Duration::from_secs)
                     .unwrap_or(defaults.store_timeout),
+                pixel_pool: file
+                    .pixel_workers
+                    .map(renkei_transcode::PixelPool::new)
+                    .unwrap_or(defaults.pixel_pool),
             },
             remotes,
         })

@@ -38,6 +38,15 @@ fn element(tag: Tag, value: String) -> DataElement<InMemDicomObject> {
         .by_tag(tag)
         .map(|entry| entry.vr().relaxed())
         .unwrap_or(VR::UN);
+    if vr == VR::SQ {
+        // the index keeps no sequence attributes: an optional sequence key is matched
+        // universally and returned as a sequence of no items (PS3.4 C.2.2.2.6, C.4.1.1.3.2)
+        return DataElement::new(
+            tag,
+            VR::SQ,
+            dicom_core::value::DataSetSequence::<InMemDicomObject>::empty(),
+        );
+    }
     let primitive = match vr {
         _ if value.is_empty() => PrimitiveValue::Empty,
         VR::US => value
@@ -49,8 +58,8 @@ fn element(tag: Tag, value: String) -> DataElement<InMemDicomObject> {
             .map(PrimitiveValue::from)
             .unwrap_or(PrimitiveValue::Empty),
         // keys we do not keep are returned empty (PS3.4 C.4.1.1.3.2: zero length)
-        VR::UN | VR::SQ | VR::OB | VR::OW => PrimitiveValue::Empty,
+        VR::UN | VR::OB | VR::OW => PrimitiveValue::Empty,
         _ => PrimitiveValue::from(value),
     };
-    DataElement::new(tag, if vr == VR::SQ { VR::UN } else { vr }, primitive)
+    DataElement::new(tag, vr, primitive)
 }

@@ -36,6 +36,8 @@ use renkei_model::charset::CharacterSets;
 use renkei_model::query::{InfoModel, Query};
 use renkei_model::storage_classes::STORAGE_SOP_CLASSES;
 use renkei_store::{Ingest, IngestMeta, IngestOutcome, Store, StoreError};
+use renkei_transcode::transcode::{self, Route};
+use renkei_transcode::PixelPool;
 
 use crate::command::{
     encode_response, encode_response_with, encode_retrieve_response, encode_store_rq,
@@ -70,6 +72,8 @@ pub struct ScpOptions {
     /// How long the durable part of a C-STORE may take before the request is answered
     /// with "out of resources" (a stalled disk must not hang the sender forever).
     pub store_timeout: Duration,
+    /// Bounds the pixel work (transcoding for a receiver) that runs at once.
+    pub pixel_pool: PixelPool,
 }
 
 impl Default for ScpOptions {
@@ -84,6 +88,7 @@ impl Default for ScpOptions {
             fold_names: true,
             remotes: Remotes::default(),
             store_timeout: Duration::from_secs(120),
+            pixel_pool: PixelPool::default(),
         }
     }
 }
@@ -778,7 +783,9 @@ impl Scp {
             ..Default::default()
         };
         let mut failed_uids: Vec<String> = Vec::new();
+        let mut first_reason: Option<String> = None;
         let mut cancelled = false;
+        let pool = &self.options.pixel_pool;
         let max_fragment = max_fragment_for(assoc.peer_max_pdu_length());
         for (n, inst) in instances.iter().enumerate() {
             if cancelled {
@@ -788,14 +795,29 @@ impl Scp {
             let message_id = 0x8000u16.wrapping_add(n as u16);
             let path = self.store.blob_path(&inst.blob_hash);
             let outcome = match target.as_mut() {
-                None => store_sub_op(assoc, contexts, inst, &path, message_id, None).await?,
+                None => store_sub_op(assoc, contexts, pool, inst, &path, message_id, None).await?,
                 Some((client, client_contexts)) => {
                     let originator = Some((calling, rq.message_id));
-                    store_sub_op(client, client_contexts, inst, &path, message_id, originator)
-                        .await?
+                    store_sub_op(
+                        client,
+                        client_contexts,
+                        pool,
+                        inst,
+                        &path,
+                        message_id,
+                        originator,
+                    )
+                    .await?
                 }
             };
-            let (st, cancel) = outcome.unwrap_or((status::SOP_CLASS_NOT_SUPPORTED, false));
+            let (st, cancel) = match outcome {
+                SubOp::Sent(st, cancel) => (st, cancel),
+                SubOp::NotSent(why) => {
+                    warn!(sop = %inst.sop_uid, reason = %why, "sub-operation not sent");
+                    first_reason.get_or_insert(why);
+                    (status::SOP_CLASS_NOT_SUPPORTED, false)
+                }
+            };
             cancelled |= cancel;
             match st {
                 0x0000 => ops.completed += 1,
@@ -833,8 +855,12 @@ impl Scp {
         } else {
             status::SUCCESS
         };
-        let comment =
-            (ops.failed > 0).then_some("some instances were refused or had no accepted syntax");
+        // Error Comment is LO: 64 characters at most (PS3.7 C.4.3.1.3)
+        let comment = (ops.failed > 0).then(|| {
+            let text = first_reason.as_deref().unwrap_or("refused by the receiver");
+            text.chars().take(64).collect::<String>()
+        });
+        let comment = comment.as_deref();
         let with_list = !failed_uids.is_empty();
         let fin = encode_retrieve_response(&rq, rsp, st, ops, true, comment, with_list);
         send_pdv(assoc, pc_id, PDataValueType::Command, &fin, max_fragment).await?;
@@ -876,16 +902,11 @@ impl Scp {
             .read_timeout(self.options.idle_timeout)
             .connection_timeout(Duration::from_secs(10));
         for (class, ts) in &pairs {
-            // uncompressed data can be re-encoded for a receiver that wants another
-            // uncompressed syntax, so offer those too (stored syntax first)
-            let mut offered = vec![ts.clone()];
-            if NATIVE_SYNTAXES.contains(&ts.as_str()) {
-                for alt in NATIVE_SYNTAXES {
-                    if *alt != ts.as_str() {
-                        offered.push(alt.to_string());
-                    }
-                }
-            }
+            // the stored syntax first, then what it can be converted to without loss
+            let offered: Vec<String> = transcode::producible(ts)
+                .into_iter()
+                .map(String::from)
+                .collect();
             options = options.with_presentation_context(class.clone(), offered);
         }
         let mut client = tokio::time::timeout(
@@ -903,37 +924,49 @@ impl Scp {
     }
 }
 
-/// One C-STORE sub-operation of a retrieve over `target`: None when no accepted
-/// presentation context fits the instance's SOP class and stored syntax, else the
-/// receiver's status and whether a C-CANCEL arrived meanwhile (C-GET only).
+/// What became of one C-STORE sub-operation.
+enum SubOp {
+    /// Sent: the receiver's status, and whether a C-CANCEL arrived meanwhile (C-GET only).
+    Sent(u16, bool),
+    /// Not sent, and why (no accepted syntax reachable, or the transcode failed).
+    NotSent(String),
+}
+
+/// One C-STORE sub-operation of a retrieve over `target`, in the cheapest syntax the
+/// receiver accepted for the instance's SOP class (renkei_transcode::transcode::choose):
+/// the stored bytes streamed as they are; else the data set re-encoded between
+/// uncompressed syntaxes; else the pixel data decoded and encoded (PS3.4 C.4.2.3.1: the
+/// SCU may ask for what it can read). Pixel work runs on the bounded pool.
+#[allow(clippy::too_many_arguments)]
 async fn store_sub_op<A: AsyncAssociation<TcpStream> + Send>(
     target: &mut A,
     contexts: &Contexts,
+    pool: &PixelPool,
     inst: &renkei_model::InstanceRecord,
     path: &std::path::Path,
     message_id: u16,
     originator: Option<(&str, u16)>,
-) -> Result<Option<(u16, bool)>, String> {
-    // the stored syntax as is; else, for uncompressed data, another uncompressed syntax the
-    // receiver accepted, re-encoded (PS3.4 C.4.2.3.1: the SCU may ask for what it can read)
-    let exact = contexts.iter().find(|(_, (a, t))| {
-        a == &inst.sop_class_uid && renkei_model::uid::trim_uid(t) == inst.transfer_syntax
-    });
-    let reencode_to = || {
-        if !NATIVE_SYNTAXES.contains(&inst.transfer_syntax.as_str()) {
-            return None;
-        }
-        contexts.iter().find(|(_, (a, t))| {
-            a == &inst.sop_class_uid && NATIVE_SYNTAXES.contains(&renkei_model::uid::trim_uid(t))
-        })
+) -> Result<SubOp, String> {
+    let offered: Vec<(u8, &str)> = contexts
+        .iter()
+        .filter(|(_, (a, _))| a == &inst.sop_class_uid)
+        .map(|(&pc, (_, t))| (pc, renkei_model::uid::trim_uid(t)))
+        .collect();
+    let syntaxes: Vec<&str> = offered.iter().map(|(_, t)| *t).collect();
+    let has_pixels = inst.rows > 0;
+    let Some((i, route)) = transcode::choose(&inst.transfer_syntax, &syntaxes, has_pixels) else {
+        let why = if syntaxes.is_empty() {
+            format!("receiver did not accept {}", inst.sop_class_uid)
+        } else {
+            format!(
+                "stored as {}, receiver accepts only {}",
+                inst.transfer_syntax,
+                syntaxes.join(", ")
+            )
+        };
+        return Ok(SubOp::NotSent(why));
     };
-    let (pc, reencode) = match exact {
-        Some((&pc, _)) => (pc, None),
-        None => match reencode_to() {
-            Some((&pc, (_, ts))) => (pc, Some(renkei_model::uid::trim_uid(ts).to_string())),
-            None => return Ok(None),
-        },
-    };
+    let (pc, ts) = (offered[i].0, offered[i].1.to_string());
     let cmd = match originator {
         None => encode_store_rq(message_id, &inst.sop_class_uid, &inst.sop_uid),
         Some((ae, id)) => {
@@ -941,37 +974,35 @@ async fn store_sub_op<A: AsyncAssociation<TcpStream> + Send>(
         }
     };
     let max = max_fragment_for(target.peer_max_pdu_length());
-    match reencode {
-        None => {
-            send_pdv(target, pc, PDataValueType::Command, &cmd, max).await?;
-            send_blob_dataset(target, pc, path, max).await?;
-        }
-        Some(ts) => {
-            // the whole object in memory, on the blocking pool: only for this fallback
-            let path = path.to_path_buf();
-            let bytes = tokio::task::spawn_blocking(move || reencode_blob(&path, &ts))
-                .await
-                .map_err(|e| e.to_string())?;
-            let bytes = match bytes {
-                Ok(b) => b,
-                Err(e) => {
-                    warn!(sop = %inst.sop_uid, error = %e, "cannot re-encode for the receiver");
-                    return Ok(None);
-                }
-            };
-            send_pdv(target, pc, PDataValueType::Command, &cmd, max).await?;
-            send_pdv(target, pc, PDataValueType::Data, &bytes, max).await?;
-        }
+    if route == Route::AsIs {
+        send_pdv(target, pc, PDataValueType::Command, &cmd, max).await?;
+        send_blob_dataset(target, pc, path, max).await?;
+    } else {
+        // the whole object in memory on the pixel pool: only for these fallbacks
+        let owned = path.to_path_buf();
+        let target_ts = ts.clone();
+        let job = pool
+            .run(move || match route {
+                Route::Reencode => reencode_blob(&owned, &target_ts),
+                _ => transcode::transcode_file(&owned, &target_ts).map_err(|e| e.to_string()),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let bytes = match job {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(sop = %inst.sop_uid, to = %ts, error = %e, "cannot transcode for the receiver");
+                return Ok(SubOp::NotSent(format!("cannot transcode to {ts}: {e}")));
+            }
+        };
+        debug!(sop = %inst.sop_uid, from = %inst.transfer_syntax, to = %ts, ?route, "sending converted");
+        send_pdv(target, pc, PDataValueType::Command, &cmd, max).await?;
+        send_pdv(target, pc, PDataValueType::Data, &bytes, max).await?;
     }
-    receive_store_response(target, message_id).await.map(Some)
+    receive_store_response(target, message_id)
+        .await
+        .map(|(st, cancel)| SubOp::Sent(st, cancel))
 }
-
-/// Uncompressed transfer syntaxes, between which a data set can be re-encoded exactly.
-const NATIVE_SYNTAXES: &[&str] = &[
-    "1.2.840.10008.1.2.1",
-    "1.2.840.10008.1.2",
-    "1.2.840.10008.1.2.2",
-];
 
 /// A stored blob's data set written in another uncompressed transfer syntax.
 fn reencode_blob(path: &std::path::Path, ts_uid: &str) -> Result<Vec<u8>, String> {

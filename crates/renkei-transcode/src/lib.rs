@@ -6,5 +6,9 @@ mod attrs;
 pub mod decode;
 pub mod encode;
 mod jpeg;
+pub mod pool;
 pub mod render;
 mod rle;
+pub mod transcode;
+
+pub use pool::PixelPool;
