@@ -57,6 +57,8 @@ trap 'stop_node; stop_orthanc' EXIT
 # start_node DATA_DIR [CONFIG]: sets NODE_PID and STARTUP_MS (launch → C-ECHO answered)
 start_node() {
   local t0 t1 i
+  # a node left from an earlier run would answer instead of this one
+  (echo >/dev/tcp/127.0.0.1/$NODE_PORT) 2>/dev/null && die "port $NODE_PORT is already in use"
   t0=$(date +%s%N)
   "$BIN/pacs-node" serve --data-dir "$1" --ae-title BENCH --dicom-port $NODE_PORT \
     --http-port $NODE_HTTP ${2:+--config "$2"} >"$1.log" 2>&1 &

@@ -11,7 +11,7 @@
 //! | RLE Lossless | [`crate::rle`], here (8, 16 and 32 bits) |
 //! | JPEG baseline, extended 8-bit, lossless (process 14, SV1) | jpeg-decoder |
 //! | JPEG extended 12-bit | [`crate::jpeg`], here |
-//! | JPEG-LS lossless / near-lossless | pure_jpegls (one component) |
+//! | JPEG-LS lossless / near-lossless | pure_jpegls (one component), CharLS (colour) |
 //! | JPEG 2000, HTJ2K | OpenJPEG (openjp2 Rust port) through jpeg2k |
 //!
 //! The photometric interpretation of a [`Frame`] is the one of its samples, which is not
@@ -959,17 +959,71 @@ fn decode_jpeg_ls(data: &[u8], info: &PixelInfo, frame: u32) -> Result<Frame, De
         )));
     }
     if info.samples_per_pixel != 1 {
-        return Err(DecodeError::Unsupported(format!(
-            "JPEG-LS with {} samples per pixel is not supported by pure_jpegls \
-             (one component only; CharLS would need cmake, see docs/PIXELS.md)",
-            info.samples_per_pixel
-        )));
+        return decode_jpeg_ls_charls(data, info, frame);
     }
     let (v, w, h) =
         jpegls::decode(data, info.cols, info.rows).map_err(|e| codec_err(CODEC, frame, e))?;
     check_geometry(CODEC, frame, info, (w as usize, h as usize, 1))?;
     let raw = to_raw(v.iter().map(|&x| x as i64), info.bits_allocated);
     finish(info, raw, info.photometric.clone())
+}
+
+/// Colour JPEG-LS through CharLS (linked for the encoder anyway): pure_jpegls reads one
+/// component only. CharLS returns samples by pixel for line- and sample-interleaved scans
+/// and by plane for non-interleaved ones (one scan a component), which the SOS segment's
+/// component count tells (ITU-T T.87 C.2.3).
+fn decode_jpeg_ls_charls(data: &[u8], info: &PixelInfo, frame: u32) -> Result<Frame, DecodeError> {
+    const CODEC: &str = "JPEG-LS (CharLS)";
+    // a CharLS decoder reads the header once: one for the frame info, one to decode
+    let fi = charls::CharLS::default()
+        .get_frame_info(data)
+        .map_err(|e| codec_err(CODEC, frame, e))?;
+    check_geometry(
+        CODEC,
+        frame,
+        info,
+        (
+            fi.width as usize,
+            fi.height as usize,
+            fi.component_count as usize,
+        ),
+    )?;
+    let out = charls::CharLS::default()
+        .decode(data)
+        .map_err(|e| codec_err(CODEC, frame, e))?;
+    let wide = fi.bits_per_sample > 8;
+    let values: Vec<i64> = if wide {
+        out.chunks_exact(2)
+            .map(|c| i64::from(u16::from_ne_bytes([c[0], c[1]])))
+            .collect()
+    } else {
+        out.iter().map(|&v| i64::from(v)).collect()
+    };
+    let comps = fi.component_count.max(1) as usize;
+    let pixels = fi.width as usize * fi.height as usize;
+    if values.len() < pixels * comps {
+        return Err(codec_err(
+            CODEC,
+            frame,
+            "decoded fewer samples than the frame needs",
+        ));
+    }
+    let values = if jpeg_ls_scan_components(data) == Some(1) && comps > 1 {
+        // by plane: interleave
+        (0..pixels * comps)
+            .map(|i| values[(i % comps) * pixels + i / comps])
+            .collect()
+    } else {
+        values
+    };
+    let raw = to_raw(values.into_iter(), info.bits_allocated);
+    finish(info, raw, info.photometric.clone())
+}
+
+/// The number of components in the first scan (Ns of the first SOS marker segment).
+fn jpeg_ls_scan_components(data: &[u8]) -> Option<u8> {
+    let sos = data.windows(2).position(|w| w == [0xFF, 0xDA])?;
+    data.get(sos + 4).copied()
 }
 
 /// The multiple component transform flag of the first COD segment (ITU-T T.800 A.6.1).
