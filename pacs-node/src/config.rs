@@ -47,6 +47,32 @@ impl std::str::FromStr for Remote {
     }
 }
 
+/// `storage_compression`: the lossless syntax uncompressed images are stored in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub(crate) enum StorageCompression {
+    /// Keep every object as received.
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// JPEG-LS Lossless (1.2.840.10008.1.2.4.80).
+    #[serde(rename = "jpeg-ls")]
+    JpegLs,
+    /// JPEG 2000 Lossless Only (1.2.840.10008.1.2.4.90).
+    #[serde(rename = "j2k")]
+    J2k,
+}
+
+impl StorageCompression {
+    /// The transfer syntax compressed copies are written in; None when off.
+    pub(crate) fn target(self) -> Option<&'static str> {
+        match self {
+            StorageCompression::None => None,
+            StorageCompression::JpegLs => Some("1.2.840.10008.1.2.4.80"),
+            StorageCompression::J2k => Some("1.2.840.10008.1.2.4.90"),
+        }
+    }
+}
+
 /// The config file's shape; every field optional (flags and defaults fill the rest).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,6 +105,12 @@ pub(crate) struct FileConfig {
     pub(crate) store_timeout_secs: Option<u64>,
     /// Pixel jobs (transcoding for a receiver) run at once; default one per core.
     pub(crate) pixel_workers: Option<usize>,
+    /// Re-encode uncompressed images losslessly in the background; default none.
+    pub(crate) storage_compression: Option<StorageCompression>,
+    /// Serve DICOMweb to peers other than loopback; default false (until access control).
+    pub(crate) dicomweb_allow_remote: Option<bool>,
+    /// Origins browsers may call DICOMweb from (CORS), e.g. `["http://localhost:3000"]`.
+    pub(crate) cors_origins: Option<Vec<String>>,
     /// Known remote AEs.
     #[serde(default)]
     pub(crate) remote: Vec<Remote>,
@@ -128,5 +160,8 @@ mod tests {
         assert_eq!(c.ae_title.as_deref(), Some("PACS1"));
         assert_eq!(c.remote[0].facility.as_deref(), Some("1310000001"));
         assert!(toml::from_str::<FileConfig>("nonsense = 1").is_err());
+        let c: FileConfig = toml::from_str("storage_compression = \"jpeg-ls\"").unwrap();
+        assert_eq!(c.storage_compression, Some(StorageCompression::JpegLs));
+        assert!(toml::from_str::<FileConfig>("storage_compression = \"zip\"").is_err());
     }
 }

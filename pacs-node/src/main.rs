@@ -1,5 +1,6 @@
 //! `pacs-node`: the Renkei server binary. Parses arguments, loads config, wires the crates.
 
+mod compress;
 mod config;
 mod serve;
 
@@ -117,8 +118,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string(&s)?);
             } else {
                 println!(
-                    "patients {}\nstudies {}\nseries {}\ninstances {}\nbytes {}",
-                    s.patients, s.studies, s.series, s.instances, s.bytes
+                    "patients {}\nstudies {}\nseries {}\ninstances {}\nbytes {}\n\
+                     compressed instances {}\ncompression saved bytes {}",
+                    s.patients,
+                    s.studies,
+                    s.series,
+                    s.instances,
+                    s.bytes,
+                    s.compressed_instances,
+                    s.compressed_saved_bytes
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -15,9 +15,10 @@ use tracing::{info, warn};
 use renkei_dimse::scp::Remotes;
 use renkei_dimse::{AcceptPolicy, Metrics, Scp, ScpOptions};
 use renkei_store::{Store, StoreOptions};
+use renkei_web::dicomweb::DicomWebOptions;
 use renkei_web::AppState;
 
-use crate::config::{FileConfig, Remote};
+use crate::config::{FileConfig, Remote, StorageCompression};
 use crate::ServeArgs;
 
 /// Everything `serve` needs, after defaults, config file and flags.
@@ -30,6 +31,8 @@ pub(crate) struct Settings {
     http_port: u16,
     scp: ScpOptions,
     remotes: Vec<Remote>,
+    compression: StorageCompression,
+    dicomweb: DicomWebOptions,
 }
 
 impl Settings {
@@ -68,6 +71,13 @@ impl Settings {
             AcceptPolicy::Remotes(remote_table.clone())
         };
         let defaults = ScpOptions::default();
+        // QIDO-RS answers with the same cap and name folding as C-FIND
+        let dicomweb = DicomWebOptions {
+            max_results: file.max_find_results.unwrap_or(defaults.max_find_results),
+            fold_names: file.pn_folding.unwrap_or(defaults.fold_names),
+            allow_remote: file.dicomweb_allow_remote.unwrap_or(false),
+            cors_origins: DicomWebOptions::parse_origins(&file.cors_origins.unwrap_or_default())?,
+        };
         Ok(Settings {
             data_dir: args
                 .data_dir
@@ -102,8 +112,11 @@ impl Settings {
                     .pixel_workers
                     .map(renkei_transcode::PixelPool::new)
                     .unwrap_or(defaults.pixel_pool),
+                stored: None,
             },
             remotes,
+            compression: file.storage_compression.unwrap_or_default(),
+            dicomweb,
         })
     }
 }
@@ -150,12 +163,24 @@ pub(crate) async fn serve(s: Settings) -> Result<()> {
         Err(e) => warn!(error = %e, "ignoring saved remote AEs"),
     }
     let remotes_table = s.scp.remotes.clone();
-    let scp = Arc::new(Scp::new(s.scp, store.clone(), metrics.clone()));
+    let mut scp_options = s.scp;
+    if let Some(target) = s.compression.target() {
+        let (tx, rx) = tokio::sync::mpsc::channel(crate::compress::QUEUE);
+        scp_options.stored = Some(tx);
+        let compressor =
+            crate::compress::Compressor::new(store.clone(), scp_options.pixel_pool.clone(), target);
+        info!(transfer_syntax = target, "storage compression on");
+        tokio::spawn(compressor.run(rx, stop_rx.clone()));
+    }
+    let pixel_pool = scp_options.pixel_pool.clone(); // WADO-RS shares the DICOM side's pool
+    let scp = Arc::new(Scp::new(scp_options, store.clone(), metrics.clone()));
     let dicom_task = tokio::spawn(scp.serve(dicom, stop_rx.clone()));
     let app = renkei_web::app(AppState {
         store,
         metrics,
         remotes: remotes_table,
+        dicomweb: s.dicomweb,
+        pixel_pool,
     });
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(async move {

@@ -58,6 +58,8 @@ pub mod status {
     pub const SUBOPERATIONS_FAILED: u16 = 0xB000;
     /// Refused: out of resources, unable to perform sub-operations (C-GET/C-MOVE).
     pub const UNABLE_TO_PERFORM_SUBOPERATIONS: u16 = 0xA702;
+    /// Refused: out of resources, unable to calculate the number of matches (C-GET/C-MOVE).
+    pub const OUT_OF_RESOURCES_MATCHES: u16 = 0xA701;
 }
 
 /// Command Data Set Type value meaning "no data set follows".

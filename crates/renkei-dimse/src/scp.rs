@@ -74,6 +74,9 @@ pub struct ScpOptions {
     pub store_timeout: Duration,
     /// Bounds the pixel work (transcoding for a receiver) that runs at once.
     pub pixel_pool: PixelPool,
+    /// Told the SOP Instance UID of every instance stored or replaced (storage
+    /// compression). Never waited on: when full the UID is dropped, for a later sweep.
+    pub stored: Option<tokio::sync::mpsc::Sender<String>>,
 }
 
 impl Default for ScpOptions {
@@ -89,6 +92,7 @@ impl Default for ScpOptions {
             remotes: Remotes::default(),
             store_timeout: Duration::from_secs(120),
             pixel_pool: PixelPool::default(),
+            stored: None,
         }
     }
 }
@@ -521,6 +525,11 @@ impl Scp {
             Ok((outcome, sop_uid)) => {
                 self.metrics.stores_ok.fetch_add(1, Ordering::Relaxed);
                 self.metrics.observe_store(started.elapsed());
+                if let (Some(tx), IngestOutcome::Stored | IngestOutcome::Replaced) =
+                    (&self.options.stored, outcome)
+                {
+                    let _ = tx.try_send(sop_uid.clone());
+                }
                 match outcome {
                     IngestOutcome::Stored => debug!(sop = %sop_uid, "stored"),
                     IngestOutcome::Duplicate => {
@@ -754,8 +763,35 @@ impl Scp {
                 .await;
             }
         };
-        let total = instances.len().min(u16::MAX as usize) as u16;
-        let instances = &instances[..total as usize];
+        // the sub-operation counts are US (PS3.7 C.4.2.1): a retrieve they cannot count is
+        // refused with a hint, never cut short and reported as a success
+        let Ok(total) = u16::try_from(instances.len()) else {
+            let msg = format!(
+                "{} instances, more than one retrieve can count: retrieve by series",
+                instances.len()
+            );
+            return respond(
+                assoc,
+                pc_id,
+                &rq,
+                rsp,
+                status::OUT_OF_RESOURCES_MATCHES,
+                Some(&msg),
+            )
+            .await;
+        };
+        let instances = &instances[..];
+        // C-GET sends over this association only the classes for which the requester took
+        // the SCP role (PS3.7 D.3.3.4): without it the requester is the SCU alone
+        let get_contexts: Contexts = contexts
+            .iter()
+            .filter(|(_, (class, _))| {
+                let class = renkei_model::uid::trim_uid(class);
+                assoc.requestor_roles_for(class).scp
+                    || assoc.requestor_roles_for(&format!("{class}\0")).scp
+            })
+            .map(|(id, pair)| (*id, pair.clone()))
+            .collect();
         let mut target = match destination {
             None => None,
             Some((ae, (host, port))) => match self
@@ -793,9 +829,26 @@ impl Scp {
             }
             ops.remaining = total.saturating_sub(n as u16 + 1);
             let message_id = 0x8000u16.wrapping_add(n as u16);
-            let path = self.store.blob_path(&inst.blob_hash);
+            let mut path = self.store.blob_path(&inst.blob_hash);
+            // the record was read before the sub-operations began: a replacement or the
+            // storage compression may have moved the instance to another blob since
+            let fresh;
+            let inst = if path.exists() {
+                inst
+            } else {
+                match self.store.instance(&inst.sop_uid) {
+                    Ok(Some(rec)) => {
+                        fresh = rec;
+                        path = self.store.blob_path(&fresh.blob_hash);
+                        &fresh
+                    }
+                    _ => inst,
+                }
+            };
             let outcome = match target.as_mut() {
-                None => store_sub_op(assoc, contexts, pool, inst, &path, message_id, None).await?,
+                None => {
+                    store_sub_op(assoc, &get_contexts, pool, inst, &path, message_id, None).await?
+                }
                 Some((client, client_contexts)) => {
                     let originator = Some((calling, rq.message_id));
                     store_sub_op(

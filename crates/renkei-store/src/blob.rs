@@ -158,6 +158,21 @@ impl BlobStore {
         })
     }
 
+    /// Give an existing blob a second name in `DATA/tmp/` (fsynced), removed when the
+    /// returned [`TempLink`] drops. While it exists, a crash leaves a published leftover
+    /// that startup resolves against the index like an unfinished store: the blob is kept
+    /// if the index still references it, deleted otherwise. Storage compression pins the
+    /// original this way while it switches the index to the compressed copy.
+    pub fn link_temp(&self, hash: &[u8; 32]) -> Result<TempLink> {
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        let path = self.tmp.join(format!("{}-{n}.part", std::process::id()));
+        let target = self.path_of(hash);
+        fs::hard_link(&target, &path).map_err(|e| StoreError::io("link", &path, e))?;
+        let link = TempLink { path };
+        sync_dir(&self.tmp)?;
+        Ok(link)
+    }
+
     /// Remove a blob (after the index stopped referencing it). Missing is not an error.
     pub fn remove(&self, hash: &[u8; 32]) -> Result<()> {
         let path = self.path_of(hash);
@@ -223,6 +238,18 @@ fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::io("fsync", dir, e))
+}
+
+/// A second name of a blob in `DATA/tmp/` ([`BlobStore::link_temp`]); unlinked on drop.
+#[derive(Debug)]
+pub struct TempLink {
+    path: PathBuf,
+}
+
+impl Drop for TempLink {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 /// A temp file being written; hashed as it grows. Dropped unpublished, it is removed.

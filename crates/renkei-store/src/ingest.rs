@@ -319,7 +319,7 @@ impl Store {
 
 /// Preamble, `DICM` and a file meta group (PS3.10 7.1) naming the given UIDs, our
 /// implementation UID and version.
-fn file_header(sop_class: &str, sop_uid: &str, ts: &str) -> Result<Vec<u8>> {
+pub(crate) fn file_header(sop_class: &str, sop_uid: &str, ts: &str) -> Result<Vec<u8>> {
     let file_meta = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(trim_uid(sop_class))
         .media_storage_sop_instance_uid(trim_uid(sop_uid))

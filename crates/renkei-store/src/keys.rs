@@ -10,8 +10,8 @@
 //! | `patient` | [`patient_key`] | [`PatientRecord`](renkei_model::PatientRecord) |
 //! | `children` | [`patient_study`], [`study_series`], [`series_instance`] | empty |
 //! | `idx` | [`idx_key`]: `p` PatientID, `a` AccessionNumber, `d` StudyDate, `n` folded patient name group, `m` Modality → study | empty |
-//! | `counters` | [`COUNTER_INSTANCES`], [`COUNTER_BYTES`], [`study_instances`], [`series_instances`] | i64 LE, merged by addition |
-//! | `meta` | [`META_SCHEMA`] | schema version |
+//! | `counters` | [`COUNTER_INSTANCES`], [`COUNTER_BYTES`], [`COUNTER_COMPRESSED_INSTANCES`], [`COUNTER_COMPRESSED_SAVED_BYTES`], [`study_instances`], [`series_instances`] | i64 LE, merged by addition |
+//! | `meta` | [`META_SCHEMA`]; [`compress_skip`] | schema version; blob hash an instance could not be compressed from |
 //!
 //! Composite keys join their components with a 0x00 byte. DICOM text and UIDs cannot carry
 //! NUL (it is only UID padding, trimmed on extraction; the encoders strip any left), so
@@ -63,6 +63,10 @@ pub const PREFIX_SERIES_INSTANCE: u8 = b'I';
 pub const COUNTER_INSTANCES: &[u8] = b"G\0instances";
 /// Counter: bytes of stored blobs.
 pub const COUNTER_BYTES: &[u8] = b"G\0bytes";
+/// Counter: instances storage compression replaced by a lossless copy (cumulative).
+pub const COUNTER_COMPRESSED_INSTANCES: &[u8] = b"G\0compressed_instances";
+/// Counter: bytes storage compression saved (original minus copy, cumulative).
+pub const COUNTER_COMPRESSED_SAVED_BYTES: &[u8] = b"G\0compressed_saved_bytes";
 /// Prefix of per-study instance counters.
 pub const PREFIX_STUDY_COUNTER: u8 = b's';
 /// Prefix of per-series instance counters.
@@ -87,6 +91,17 @@ pub const META_IDX_BUILT: &[u8] = b"idx_built_v2";
 pub const META_SCHEMA: &[u8] = b"schema";
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// Prefix in `meta` of the instances storage compression gave up on.
+pub const PREFIX_COMPRESS_SKIP: &[u8] = b"compress_skip\0";
+
+/// Key in `meta` marking that `sop_uid` cannot be compressed (value: the blob hash tried,
+/// so a replaced instance is tried again).
+pub fn compress_skip(sop_uid: &str) -> Vec<u8> {
+    let mut k = PREFIX_COMPRESS_SKIP.to_vec();
+    k.extend(sop_uid.bytes().filter(|&b| b != SEP));
+    k
+}
 
 /// A key could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

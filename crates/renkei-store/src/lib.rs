@@ -6,6 +6,7 @@
 //! - [`ingest`]: the store path of one instance, from received bytes to a committed batch.
 //! - [`find`]: C-FIND execution (candidates by hierarchy and unique keys, matching).
 //! - [`check`]: consistency check and repair of blobs against the index.
+//! - [`compress`]: storage compression's blob swap (verified copy, crash-safe).
 //!
 //! Layout of a data dir: `blobs/xx/yy/<sha256>.dcm`, `tmp/` (spools), `index/` (RocksDB).
 #![deny(missing_docs)]
@@ -14,6 +15,7 @@ pub mod blob;
 #[cfg(feature = "bulk-load")]
 mod bulk;
 pub mod check;
+pub mod compress;
 pub mod error;
 pub mod find;
 pub mod index;
@@ -28,6 +30,7 @@ use std::sync::Mutex;
 use renkei_model::{InstanceRecord, PatientKey, PatientRecord, SeriesRecord, StudyRecord};
 
 pub use check::CheckReport;
+pub use compress::ReplaceOutcome;
 pub use error::{Result, StoreError};
 pub use ingest::{Ingest, IngestMeta, IngestOutcome};
 
@@ -89,6 +92,10 @@ pub struct Stats {
     pub instances: u64,
     /// Bytes of stored blobs.
     pub bytes: u64,
+    /// Instances storage compression replaced by a lossless copy (cumulative).
+    pub compressed_instances: u64,
+    /// Bytes storage compression saved (cumulative).
+    pub compressed_saved_bytes: u64,
 }
 
 impl Store {
@@ -288,6 +295,14 @@ impl Store {
             series: self.index.count(keys::CF_SERIES)?,
             instances: self.index.counter(keys::COUNTER_INSTANCES)?.max(0) as u64,
             bytes: self.index.counter(keys::COUNTER_BYTES)?.max(0) as u64,
+            compressed_instances: self
+                .index
+                .counter(keys::COUNTER_COMPRESSED_INSTANCES)?
+                .max(0) as u64,
+            compressed_saved_bytes: self
+                .index
+                .counter(keys::COUNTER_COMPRESSED_SAVED_BYTES)?
+                .max(0) as u64,
         })
     }
 

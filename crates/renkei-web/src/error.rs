@@ -13,6 +13,8 @@ pub enum ApiError {
     Forbidden(String),
     /// No such resource (404).
     NotFound(String),
+    /// None of the media types the client accepts can be produced (406).
+    NotAcceptable(String),
     /// Something failed inside the node; logged, not shown.
     Internal(String),
 }
@@ -30,6 +32,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(d) => problem(StatusCode::BAD_REQUEST, d),
             ApiError::Forbidden(d) => problem(StatusCode::FORBIDDEN, d),
             ApiError::NotFound(d) => problem(StatusCode::NOT_FOUND, d),
+            ApiError::NotAcceptable(d) => problem(StatusCode::NOT_ACCEPTABLE, d),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (

@@ -1,10 +1,11 @@
-//! The node's HTTP side (axum): health, Prometheus metrics and the REST API. DICOMweb and
-//! FHIR routes join here in later work.
+//! The node's HTTP side (axum): health, Prometheus metrics, the REST API and DICOMweb
+//! ([`dicomweb`]: QIDO-RS so far). FHIR routes join here in later work.
 //!
 //! [`app`] builds the whole router from an [`AppState`], so tests can drive it without a
 //! socket.
 #![deny(missing_docs)]
 
+pub mod dicomweb;
 mod error;
 pub mod routes;
 
@@ -26,14 +27,20 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The remote AE table shared with the DICOM side.
     pub remotes: renkei_dimse::scp::Remotes,
+    /// DICOMweb settings (result cap, name folding, access, CORS).
+    pub dicomweb: dicomweb::DicomWebOptions,
+    /// The pixel pool shared with the DICOM side (WADO-RS conversions, frames, rendering).
+    pub pixel_pool: renkei_transcode::PixelPool,
 }
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
+    let dicomweb = dicomweb::router(&state.dicomweb);
     Router::new()
         .merge(routes::health::router())
         .merge(routes::metrics::router())
         .merge(routes::statistics::router())
         .merge(routes::remotes::router())
+        .merge(dicomweb)
         .with_state(state)
 }

@@ -537,3 +537,181 @@ pub fn counterpart<'a>(received: &'a [PathBuf], original: &Path) -> &'a Path {
         .find(|p| p.to_string_lossy().ends_with(&sop))
         .unwrap_or_else(|| panic!("{sop} was not received"))
 }
+
+/// The uncompressed transfer syntaxes: Explicit VR LE, Implicit VR LE, Explicit VR BE.
+pub const UNCOMPRESSED_SYNTAXES: [&str; 3] = [
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.2",
+];
+
+/// The transfer syntax of a DICOM file (from its file meta group).
+pub fn file_transfer_syntax(path: &Path) -> String {
+    dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()))
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches(['\0', ' '])
+        .to_string()
+}
+
+/// The Pixel Data of a DICOM file as decoded values in little-endian byte order (so the
+/// same image compares equal whatever uncompressed syntax carries it); None without one.
+pub fn pixel_data(path: &Path) -> Option<Vec<u8>> {
+    let obj = dicom_object::open_file(path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    let e = obj
+        .element_opt(dicom_dictionary_std::tags::PIXEL_DATA)
+        .unwrap_or_else(|e| panic!("{}: pixel data: {e}", path.display()))?;
+    Some(
+        e.to_bytes()
+            .unwrap_or_else(|e| panic!("{}: pixel data is not native: {e}", path.display()))
+            .into_owned(),
+    )
+}
+
+/// The valid corpus files stored in an uncompressed syntax, one per SOP Instance UID (the
+/// corpus holds some instances in several syntaxes; the first by file name is kept).
+pub fn uncompressed_corpus() -> Vec<PathBuf> {
+    let mut seen = std::collections::BTreeSet::new();
+    corpus_files("valid")
+        .into_iter()
+        .filter(|f| UNCOMPRESSED_SYNTAXES.contains(&file_transfer_syntax(f).as_str()))
+        .filter(|f| seen.insert(file_attr(f, dicom_dictionary_std::tags::SOP_INSTANCE_UID)))
+        .collect()
+}
+
+/// One instance received by the pynetdicom Storage SCP of `get_pynetdicom.py` or
+/// `move_pynetdicom.py`.
+#[derive(Debug, serde::Deserialize)]
+pub struct PyReceived {
+    pub sop: String,
+    pub ts: String,
+    pub class: String,
+    /// Move Originator AE Title of the C-STORE-RQ (C-MOVE only).
+    #[serde(default)]
+    pub originator_ae: Option<String>,
+    /// Move Originator Message ID of the C-STORE-RQ (C-MOVE only).
+    #[serde(default)]
+    pub originator_id: Option<u16>,
+}
+
+/// Result of `get_pynetdicom.py` / `move_pynetdicom.py`: the final status and counts, the
+/// counts of every pending response as [remaining, completed, failed, warning], and what
+/// the Storage SCP side received.
+#[derive(Debug, serde::Deserialize)]
+pub struct PyRetrieveResult {
+    #[serde(rename = "final")]
+    pub final_status: Option<u16>,
+    pub comment: Option<String>,
+    #[serde(default)]
+    pub remaining: Option<u16>,
+    pub completed: Option<u16>,
+    pub failed: Option<u16>,
+    pub warning: Option<u16>,
+    pub pending: Vec<[Option<u16>; 4]>,
+    pub failed_uids: Vec<String>,
+    pub cancel_sent: bool,
+    /// C-STORE-RQs that reached the C-GET requester, handled or not (C-GET only).
+    #[serde(default)]
+    pub store_requests: usize,
+    pub received: Vec<PyReceived>,
+    pub error: Option<String>,
+}
+
+fn run_retrieve_script(script: &str, node: &Node, args: &[String]) -> PyRetrieveResult {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(script);
+    let out = Command::new(peer_python())
+        .arg(&path)
+        .args(["127.0.0.1", &node.dicom_port.to_string(), &node.ae_title])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: PyRetrieveResult =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{script}: {e}: {stdout}"));
+    assert!(r.error.is_none(), "{script} {args:?}: {r:?}");
+    r
+}
+
+/// C-GET with pynetdicom (`get_pynetdicom.py`): `model` "study" or "patient", received
+/// instances written to `out` named by SOP Instance UID (see `counterpart`); `options` are the script's
+/// (`--sop-class`, `--ts`, `--store-status`, `--cancel-after-first`, `--no-roles`), keys
+/// `Keyword=value`.
+pub fn pynetdicom_get(
+    node: &Node,
+    model: &str,
+    level: &str,
+    out: &Path,
+    options: &[&str],
+    keys: &[&str],
+) -> PyRetrieveResult {
+    let mut args: Vec<String> = vec![model.into(), level.into(), "--out".into()];
+    args.push(out.to_str().expect("UTF-8 path").into());
+    args.extend(options.iter().map(|s| s.to_string()));
+    for k in keys {
+        args.extend(["-k".into(), k.to_string()]);
+    }
+    run_retrieve_script("get_pynetdicom.py", node, &args)
+}
+
+/// C-MOVE with pynetdicom (`move_pynetdicom.py`) to a pynetdicom Storage SCP it runs
+/// itself as `dest_ae` on `dest_port` (the node must know it as a remote), writing to
+/// `out`; `options` are the script's (`--move-aet`, `--scp-ts`, `--cancel-after-first`,
+/// `--store-status`), keys `Keyword=value`.
+pub fn pynetdicom_move(
+    node: &Node,
+    model: &str,
+    level: &str,
+    (dest_ae, dest_port): (&str, u16),
+    out: &Path,
+    options: &[&str],
+    keys: &[&str],
+) -> PyRetrieveResult {
+    let mut args: Vec<String> = vec![model.into(), level.into(), "--out".into()];
+    args.push(out.to_str().expect("UTF-8 path").into());
+    args.extend(["--dest-aet".into(), dest_ae.into()]);
+    args.extend(["--dest-port".into(), dest_port.to_string()]);
+    args.extend(options.iter().map(|s| s.to_string()));
+    for k in keys {
+        args.extend(["-k".into(), k.to_string()]);
+    }
+    run_retrieve_script("move_pynetdicom.py", node, &args)
+}
+
+/// A text attribute of a DICOM file's data set (UIDs without padding), None when absent.
+pub fn file_attr_opt(path: &Path, tag: dicom_core::Tag) -> Option<String> {
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    let e = obj.element_opt(tag).ok()??;
+    Some(e.to_str().ok()?.trim_end_matches(['\0', ' ']).to_string())
+}
+
+/// `renkei store` of `files` to the node: each file sent in its own transfer syntax, its
+/// data set byte for byte (pynetdicom drops group length elements and storescu re-encodes,
+/// so this is the sender for tests that compare retrieved data sets with the files).
+pub fn renkei_store(node: &Node, files: &[PathBuf]) {
+    let out = Command::new(renkei_cli())
+        .args(["store", "127.0.0.1", &node.dicom_port.to_string()])
+        .args(["-aec", &node.ae_title])
+        .args(files)
+        .output()
+        .expect("run renkei store");
+    assert!(
+        out.status.success(),
+        "renkei store: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -53,6 +53,20 @@ async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Api
     );
     metric(
         &mut out,
+        "renkei_storage_compression_saved_bytes",
+        "counter",
+        "Bytes storage compression saved by re-encoding uncompressed images losslessly.",
+        stats.compressed_saved_bytes,
+    );
+    metric(
+        &mut out,
+        "renkei_storage_compressed_instances_total",
+        "counter",
+        "Instances storage compression replaced by a verified lossless copy.",
+        stats.compressed_instances,
+    );
+    metric(
+        &mut out,
         "renkei_associations_active",
         "gauge",
         "DICOM associations open now.",
