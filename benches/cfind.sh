@@ -129,7 +129,7 @@ fi
 # ------------------------------------------------------------------ 2. node vs Orthanc
 if [[ " $PARTS " == *" small "* ]]; then
   FILES=$WORK/files-p$SMALL_PATIENTS-s$STUDIES-i$INSTANCES
-  if [ ! -f "$FILES/keys.json" ]; then
+  if [ ! -f "$FILES/keys.json" ] || [ ! -d "$FILES/dicom" ]; then
     rm -rf "$FILES"
     log "writing $((SMALL_PATIENTS * STUDIES * INSTANCES)) files into $FILES"
     "$BIN/renkei-gen-index" --files "$FILES" --patients "$SMALL_PATIENTS" \
@@ -140,7 +140,7 @@ if [[ " $PARTS " == *" small "* ]]; then
   rm -rf "$SMALL" "$SMALL.log"
   start_node "$SMALL"
   log "storing $n files into the node"
-  "$BIN/renkei" store 127.0.0.1 $NODE_PORT -aec BENCH -j 2 "$FILES" >/dev/null 2>&1 || die "store to the node failed"
+  "$BIN/renkei" store 127.0.0.1 $NODE_PORT -aec BENCH -j 2 "$FILES/dicom" >"$WORK/store-node.log" 2>&1 || { tail -3 "$WORK/store-node.log" >&2; die "store to the node failed"; }
   echo "== $n instances ($SMALL_PATIENTS patients, $((SMALL_PATIENTS * STUDIES)) studies), loaded over C-STORE"
   echo "-- node"
   queries BENCH $NODE_PORT "$FILES" $((SMALL_PATIENTS * STUDIES)) | tee "$WORK/small-node.txt"
@@ -150,7 +150,7 @@ if [[ " $PARTS " == *" small "* ]]; then
   ORTHANC_UP=1
   log "storing $n files into Orthanc"
   t0=$(date +%s)
-  "$BIN/renkei" store 127.0.0.1 "$ORTHANC_DICOM_PORT" -aec ORTHANC -j 2 "$FILES" >/dev/null 2>&1 || die "store to Orthanc failed"
+  "$BIN/renkei" store 127.0.0.1 "$ORTHANC_DICOM_PORT" -aec ORTHANC -j 2 "$FILES/dicom" >"$WORK/store-orthanc.log" 2>&1 || { tail -3 "$WORK/store-orthanc.log" >&2; die "store to Orthanc failed"; }
   log "Orthanc took $(( $(date +%s) - t0 )) s to load"
   echo "-- Orthanc 1.10"
   queries ORTHANC "$ORTHANC_DICOM_PORT" "$FILES" $((SMALL_PATIENTS * STUDIES)) | tee "$WORK/small-orthanc.txt"

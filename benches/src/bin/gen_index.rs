@@ -11,8 +11,8 @@ Two outputs:
   C-STORE makes, in large batches and without blobs (a million C-STOREs with fsync would
   take an hour). `pacs-node serve --data-dir DIR` then answers C-FIND on it; retrieves and
   `check` fail for lack of blobs, which is fine for a query benchmark.
-- `--files DIR`: the same instances as small DICOM files (8×8 pixels), to send to any
-  PACS with `renkei store`, for comparisons at a size a peer can take.
+- `--files DIR`: the same instances as small DICOM files (8×8 pixels) in `DIR/dicom/`, to
+  send to any PACS with `renkei store`, for comparisons at a size a peer can take.
 
 At the end it writes `keys.json` (in the output directory): sample values for the
 benchmark queries.
@@ -311,7 +311,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    if let Some(dir) = &args.files {
+    let dicom_dir = args.files.as_ref().map(|d| d.join("dicom"));
+    if let Some(dir) = &dicom_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let mut batch: Vec<IndexRecord> = Vec::with_capacity(10_000);
@@ -323,7 +324,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 let se = i % u64::from(args.series_per_study.max(1));
                 let obj = instance(args, p, s, se, i);
                 n += 1;
-                if let Some(dir) = &args.files {
+                if let Some(dir) = &dicom_dir {
                     let file = obj
                         .with_meta(
                             FileMetaTableBuilder::new()
