@@ -7,6 +7,8 @@
 - `renkei get HOST PORT -k KEY=VALUE... --od DIR`: retrieve here (C-GET)
 - `renkei move HOST PORT -aem DEST -k KEY=VALUE...`: retrieve to an AE (C-MOVE)
 - `renkei synth --out DIR --count N`: write synthetic CT images for load tests
+- `renkei transcode IN OUT --ts SYNTAX`: rewrite a file in another transfer syntax
+- `renkei render IN OUT.png`: one frame as a PNG or JPEG, windowed
 
 Each subcommand lives in its own module; connection flags are shared
 (`connection`), and so are the DIMSE helpers (`dimse`).
@@ -17,9 +19,11 @@ mod dimse;
 mod echo;
 mod find;
 mod query;
+mod render;
 mod retrieve;
 mod store;
 mod synth;
+mod transcode;
 
 use std::process::ExitCode;
 
@@ -29,7 +33,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "renkei",
     version,
-    about = "Test and feed DICOM nodes: echo, store, find, get, move, synthetic images",
+    about = "Test and feed DICOM nodes: echo, store, find, get, move, synthetic images; transcode and render files",
     long_about = "Command-line tools for Renkei and any other DICOM node (PACS, modality, \
 workstation).\n\n\
 Network commands take the node's HOST and PORT first, then DCMTK-style options: \
@@ -53,6 +57,8 @@ enum Command {
     Get(retrieve::GetArgs),
     Move(retrieve::MoveArgs),
     Synth(synth::SynthArgs),
+    Transcode(transcode::TranscodeArgs),
+    Render(render::RenderArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +71,8 @@ fn main() -> ExitCode {
         Command::Get(args) => retrieve::run_get(args),
         Command::Move(args) => retrieve::run_move(args),
         Command::Synth(args) => synth::run(args),
+        Command::Transcode(args) => transcode::run(args),
+        Command::Render(args) => render::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1062,7 +1062,8 @@ fn reencode_blob(path: &std::path::Path, ts_uid: &str) -> Result<Vec<u8>, String
     let ts = TransferSyntaxRegistry
         .get(ts_uid)
         .ok_or_else(|| format!("unknown transfer syntax {ts_uid}"))?;
-    let obj = dicom_object::open_file(path).map_err(|e| e.to_string())?;
+    let mut obj = dicom_object::open_file(path).map_err(|e| e.to_string())?;
+    transcode::drop_group_lengths(&mut obj);
     let mut out = Vec::new();
     obj.write_dataset_with_ts(&mut out, ts)
         .map_err(|e| e.to_string())?;

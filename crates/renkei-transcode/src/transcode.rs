@@ -158,6 +158,9 @@ pub fn transcode_object(
             "unknown syntax {target_ts}"
         )));
     }
+    // group lengths (gggg,0000) would be wrong once the values are encoded anew; they are
+    // optional outside the file meta (PS3.5 7.2), so they go
+    drop_group_lengths(&mut obj);
     let has_pixels = obj.element(tags::PIXEL_DATA).is_ok();
     if !has_pixels || (is_native(&stored) && is_native(&target_ts)) {
         obj.update_meta(|m| m.transfer_syntax = target_ts);
@@ -219,6 +222,18 @@ pub fn transcode_object(
     }
     obj.update_meta(|m| m.transfer_syntax = target_ts);
     Ok(obj)
+}
+
+/// Remove the group length elements of every group but the file meta's.
+pub fn drop_group_lengths(obj: &mut FileDicomObject<InMemDicomObject>) {
+    let lengths: Vec<_> = obj
+        .iter()
+        .map(|e| e.header().tag)
+        .filter(|t| t.element() == 0x0000 && t.group() != 0x0002)
+        .collect();
+    for tag in lengths {
+        obj.remove_element(tag);
+    }
 }
 
 /// The data set of the stored file at `path` (without file meta), written in
