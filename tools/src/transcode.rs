@@ -20,8 +20,7 @@ use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{FileDicomObject, InMemDicomObject, OpenFileOptions};
-use renkei_transcode::decode;
-use renkei_transcode::encode::{self, EncodeError, FrameLayout, Target};
+use renkei_transcode::encode::{EncodeError, Target};
 use renkei_transcode::transcode::{self as pixels, TranscodeError};
 
 use crate::store::transfer_syntax_name;
@@ -230,7 +229,7 @@ pub(crate) fn run(args: &TranscodeArgs) -> anyhow::Result<ExitCode> {
         obj = pixels::transcode_object(obj, target.uid)
             .map_err(|e| anyhow!("{input}: {}", with_hint(e, target)))?;
     }
-    drop_group_lengths(&mut obj);
+    pixels::drop_group_lengths(&mut obj);
     obj.update_meta(|meta| {
         meta.implementation_class_uid = dicom_object::IMPLEMENTATION_CLASS_UID.to_string();
         meta.implementation_version_name = Some(dicom_object::IMPLEMENTATION_VERSION_NAME.into());
@@ -260,20 +259,6 @@ pub(crate) fn run(args: &TranscodeArgs) -> anyhow::Result<ExitCode> {
 /// PS3.3 C.7.6.1.1.5).
 fn source_is_lossy(obj: &InMemDicomObject, ts: &str) -> bool {
     pixels::is_lossy(ts) || text(obj, tags::LOSSY_IMAGE_COMPRESSION) == "01"
-}
-
-/// Removes the (retired) group length elements of the data set, which the new
-/// encoding would make wrong: (7FE0,0000) counts native Pixel Data, not
-/// fragments, and (0028,0000) the old Photometric Interpretation. DCMTK's
-/// writers recompute or drop them the same way.
-fn drop_group_lengths(obj: &mut InMemDicomObject) {
-    let stale: Vec<dicom_core::Tag> = obj
-        .tags()
-        .filter(|t| t.element() == 0x0000 && t.group() != 0x0002)
-        .collect();
-    for tag in stale {
-        obj.remove_element(tag);
-    }
 }
 
 /// Bits Allocated, when readable.
@@ -309,45 +294,8 @@ fn to_jpeg_baseline(
     obj: &mut FileDicomObject<InMemDicomObject>,
     quality: u8,
 ) -> Result<(String, String), TranscodeError> {
-    let info = decode::pixel_info(obj)?;
-    let total = info
-        .decoded_frame_bytes()
-        .saturating_mul(info.frames as usize);
-    if total > pixels::MAX_TRANSCODE_BYTES {
-        return Err(TranscodeError::TooLarge(total));
-    }
-    let frames = decode::decode_all(obj)?;
-    let Some(first) = frames.first() else {
-        return Err(TranscodeError::Decode(decode::DecodeError::NoPixelData));
-    };
-    let layout = FrameLayout {
-        rows: u16::try_from(first.rows).map_err(|_| TranscodeError::TooLarge(total))?,
-        columns: u16::try_from(first.cols).map_err(|_| TranscodeError::TooLarge(total))?,
-        samples_per_pixel: first.samples_per_pixel,
-        bits_allocated: first.bits_allocated,
-        bits_stored: first.bits_stored,
-        pixel_representation: u16::from(first.signed),
-        photometric: first.photometric.as_str().to_string(),
-        planar_configuration: 0,
-    };
-    let bytes: Vec<Vec<u8>> = frames.iter().map(|f| f.samples.to_le_bytes()).collect();
-    drop(frames);
-    let encoded = encode::encode_frames(&layout, &bytes, Target::JpegBaseline { quality })?;
-    drop(bytes);
-    encoded.apply(obj);
-    // the decoded samples may be laid out otherwise than stored (1-bit unpacked,
-    // YBR_FULL_422 expanded, planes interleaved): say what the pixel data now is
-    let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
-    obj.put(us(tags::SAMPLES_PER_PIXEL, layout.samples_per_pixel));
-    obj.put(us(tags::BITS_ALLOCATED, layout.bits_allocated));
-    obj.put(us(tags::BITS_STORED, layout.bits_stored));
-    obj.put(us(tags::HIGH_BIT, layout.bits_stored.saturating_sub(1)));
-    obj.put(us(tags::PIXEL_REPRESENTATION, layout.pixel_representation));
-    if layout.samples_per_pixel == 1 {
-        obj.remove_element(tags::PLANAR_CONFIGURATION);
-    }
-
-    let ratio = encoded.lossy.as_ref().map_or(0.0, |l| l.ratio);
+    let lossy = pixels::reencode_pixels(obj, Target::JpegBaseline { quality })?;
+    let ratio = lossy.as_ref().map_or(0.0, |l| l.ratio);
     let description = format!(
         "Lossy compression with JPEG baseline, quality {quality}, compression ratio {ratio:.2}"
     );

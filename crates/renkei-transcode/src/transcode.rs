@@ -175,14 +175,56 @@ pub fn transcode_object(
             "{target_ts} (lossy or without an encoder)"
         )));
     };
-    let info = decode::pixel_info(&obj)?;
+    reencode_pixels(&mut obj, encoder)?;
+    // a decoded lossy image keeps its Lossy Image Compression history (PS3.3 C.7.6.1.1.5)
+    if is_lossy(&stored) && obj.element(tags::LOSSY_IMAGE_COMPRESSION).is_err() {
+        obj.put(DataElement::new(
+            tags::LOSSY_IMAGE_COMPRESSION,
+            VR::CS,
+            PrimitiveValue::from("01"),
+        ));
+    }
+    obj.update_meta(|m| m.transfer_syntax = target_ts);
+    Ok(obj)
+}
+
+/// Remove the (retired) group length elements of every group but the file meta's: a new
+/// encoding makes them wrong ((7FE0,0000) would count native Pixel Data, not fragments),
+/// and they are optional outside the file meta (PS3.5 7.2).
+pub fn drop_group_lengths(obj: &mut InMemDicomObject) {
+    let lengths: Vec<dicom_core::Tag> = obj
+        .tags()
+        .filter(|t| t.element() == 0x0000 && t.group() != 0x0002)
+        .collect();
+    for tag in lengths {
+        obj.remove_element(tag);
+    }
+}
+
+/// Decode every frame of `obj` and encode it to `target` (lossy ones included: whether
+/// loss is acceptable is the caller's decision), then set the Image Pixel attributes to
+/// what the pixel data now is. The file meta's transfer syntax is the target's. Returns
+/// the loss the encoding made, if any.
+pub fn reencode_pixels(
+    obj: &mut FileDicomObject<InMemDicomObject>,
+    target: Target,
+) -> Result<Option<encode::LossyInfo>, TranscodeError> {
+    let info = decode::pixel_info(obj)?;
+    if info.bits_allocated == 1 {
+        // decoding unpacks bits to bytes: re-encoded, a BINARY segmentation would come out
+        // 8-bit, which its IOD forbids (PS3.3 C.8.20.2)
+        return Err(TranscodeError::Target(format!(
+            "{}: 1-bit data is only sent uncompressed or as stored",
+            target.uid()
+        )));
+    }
     let total = info
         .decoded_frame_bytes()
         .saturating_mul(info.frames as usize);
     if total > MAX_TRANSCODE_BYTES {
         return Err(TranscodeError::TooLarge(total));
     }
-    let frames = decode::decode_all(&obj)?;
+    let frames = decode::decode_all(obj)?;
     let Some(first) = frames.first() else {
         return Err(TranscodeError::Decode(DecodeError::NoPixelData));
     };
@@ -198,11 +240,11 @@ pub fn transcode_object(
     };
     let bytes: Vec<Vec<u8>> = frames.iter().map(|f| f.samples.to_le_bytes()).collect();
     drop(frames);
-    let encoded = encode::encode_frames(&layout, &bytes, encoder)?;
+    let encoded = encode::encode_frames(&layout, &bytes, target)?;
     drop(bytes);
-    encoded.apply(&mut obj);
-    // the decoded samples may differ in layout from what was stored (1-bit unpacked to 8,
-    // YBR_FULL_422 expanded to three samples a pixel): say what the pixel data now is
+    encoded.apply(obj);
+    // the decoded samples may differ in layout from what was stored (YBR_FULL_422
+    // expanded to three samples a pixel, planes interleaved): say what the pixel data is
     let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
     obj.put(us(tags::SAMPLES_PER_PIXEL, layout.samples_per_pixel));
     obj.put(us(tags::BITS_ALLOCATED, layout.bits_allocated));
@@ -212,28 +254,7 @@ pub fn transcode_object(
     if layout.samples_per_pixel == 1 {
         obj.remove_element(tags::PLANAR_CONFIGURATION);
     }
-    // a decoded lossy image keeps its Lossy Image Compression history (PS3.3 C.7.6.1.1.5)
-    if is_lossy(&stored) && obj.element(tags::LOSSY_IMAGE_COMPRESSION).is_err() {
-        obj.put(DataElement::new(
-            tags::LOSSY_IMAGE_COMPRESSION,
-            VR::CS,
-            PrimitiveValue::from("01"),
-        ));
-    }
-    obj.update_meta(|m| m.transfer_syntax = target_ts);
-    Ok(obj)
-}
-
-/// Remove the group length elements of every group but the file meta's.
-pub fn drop_group_lengths(obj: &mut FileDicomObject<InMemDicomObject>) {
-    let lengths: Vec<_> = obj
-        .iter()
-        .map(|e| e.header().tag)
-        .filter(|t| t.element() == 0x0000 && t.group() != 0x0002)
-        .collect();
-    for tag in lengths {
-        obj.remove_element(tag);
-    }
+    Ok(encoded.lossy)
 }
 
 /// The data set of the stored file at `path` (without file meta), written in

@@ -110,3 +110,17 @@ fn lossy_targets_are_refused() {
     let err = transcode_object(open(&path), "1.2.840.10008.1.2.4.50").unwrap_err();
     assert!(matches!(err, TranscodeError::Target(_)), "{err}");
 }
+
+#[test]
+fn one_bit_data_is_not_widened_to_eight() {
+    let path = corpus_valid()
+        .into_iter()
+        .find(|p| p.ends_with("liver.dcm"))
+        .expect("liver.dcm (1-bit segmentation)");
+    assert_eq!(number(&open(&path), tags::BITS_ALLOCATED), 1);
+    let err = transcode_object(open(&path), "1.2.840.10008.1.2.4.80").unwrap_err();
+    assert!(err.to_string().contains("1-bit"), "{err}");
+    // uncompressed to uncompressed needs no decoding and keeps the bits
+    let back = transcode_object(open(&path), transcode::IMPLICIT_LE).expect("implicit");
+    assert_eq!(number(&back, tags::BITS_ALLOCATED), 1);
+}
