@@ -223,6 +223,52 @@ impl Index {
         Ok(())
     }
 
+    /// Visit the (key, raw value) pairs of `cf` whose key starts with `prefix`, in key
+    /// order, while `f` returns `Ok(true)`.
+    pub fn for_each_prefix(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let iter = self
+            .db
+            .iterator_cf(self.cf(cf)?, IteratorMode::From(prefix, Direction::Forward));
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) || !f(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The last (key, raw value) of `cf` whose key starts with `prefix`.
+    pub fn last_with_prefix(&self, cf: &str, prefix: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let mut it = self.db.raw_iterator_cf(self.cf(cf)?);
+        // the first key after every key with this prefix: the prefix "plus one"
+        let mut upper = prefix.to_vec();
+        while let Some(last) = upper.pop() {
+            if last < 0xff {
+                upper.push(last + 1);
+                break;
+            }
+        }
+        if upper.is_empty() {
+            it.seek_to_last();
+        } else {
+            it.seek_for_prev(&upper);
+            if it.valid() && it.key() == Some(upper.as_slice()) {
+                it.prev();
+            }
+        }
+        it.status()?;
+        match (it.key(), it.value()) {
+            (Some(k), Some(v)) if k.starts_with(prefix) => Ok(Some((k.to_vec(), v.to_vec()))),
+            _ => Ok(None),
+        }
+    }
+
     /// Start an empty batch of changes on this index.
     pub fn batch(&self) -> Batch<'_> {
         Batch {
@@ -274,5 +320,26 @@ impl Batch<'_> {
             .db
             .write_opt(self.batch, &self.index.write_opts)?;
         Ok(())
+    }
+
+    /// Write the batch atomically to the WAL without waiting for its fsync: it survives a
+    /// crash of the process, and the next synced commit (any writer's) makes it durable
+    /// against power loss too, since the WAL is one ordered log. For records of reads (the
+    /// audit of a query), where an fsync per query would cost more than the query.
+    pub fn commit_unsynced(self) -> Result<()> {
+        self.index
+            .db
+            .write_opt(self.batch, &WriteOptions::default())?;
+        Ok(())
+    }
+
+    /// Number of changes in the batch.
+    pub fn len(&self) -> usize {
+        self.batch.len()
+    }
+
+    /// Whether the batch holds no change.
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
     }
 }

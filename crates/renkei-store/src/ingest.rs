@@ -46,6 +46,7 @@ pub struct Ingest {
     spool: Spool,
     meta: IngestMeta,
     header_len: u64,
+    default_issuer: String,
 }
 
 impl Ingest {
@@ -57,6 +58,13 @@ impl Ingest {
     /// Bytes written so far (file meta included).
     pub fn size(&self) -> u64 {
         self.spool.size()
+    }
+
+    /// The Issuer of Patient ID to index the instance under when its data set has none:
+    /// the sending facility (regional sharing), so that two facilities' local ID "12345"
+    /// stay two patients. The blob keeps the data set as received.
+    pub fn set_default_issuer(&mut self, issuer: &str) {
+        self.default_issuer = issuer.to_string();
     }
 }
 
@@ -94,6 +102,7 @@ impl Store {
             spool,
             meta,
             header_len: header.len() as u64,
+            default_issuer: String::new(),
         })
     }
 
@@ -134,6 +143,7 @@ impl Store {
             mut spool,
             meta,
             header_len,
+            default_issuer,
         } = ingest;
         spool.flush()?;
         let obj = OpenFileOptions::new()
@@ -161,6 +171,10 @@ impl Store {
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot re-read text for its character set"),
             }
+        }
+        if rec.patient.key.issuer.is_empty() && !default_issuer.is_empty() {
+            rec.patient.key.issuer = default_issuer.clone();
+            rec.study.patient.issuer = default_issuer;
         }
         crate::validate::check_complete(spool.path(), header_len, &meta.transfer_syntax)
             .map_err(StoreError::Unparseable)?;

@@ -12,6 +12,7 @@
 //! | `idx` | [`idx_key`]: `p` PatientID, `a` AccessionNumber, `d` StudyDate, `n` folded patient name group, `m` Modality → study | empty |
 //! | `counters` | [`COUNTER_INSTANCES`], [`COUNTER_BYTES`], [`COUNTER_COMPRESSED_INSTANCES`], [`COUNTER_COMPRESSED_SAVED_BYTES`], [`study_instances`], [`series_instances`] | i64 LE, merged by addition |
 //! | `meta` | [`META_SCHEMA`]; [`compress_skip`] | schema version; blob hash an instance could not be compressed from |
+//! | `share`, `audit` | owned by `renkei-share` (its `keys` module) | |
 //!
 //! Composite keys join their components with a 0x00 byte. DICOM text and UIDs cannot carry
 //! NUL (it is only UID padding, trimmed on extraction; the encoders strip any left), so
@@ -36,6 +37,11 @@ pub const CF_COUNTERS: &str = "counters";
 pub const CF_META: &str = "meta";
 /// Secondary indexes of studies for the query planner.
 pub const CF_IDX: &str = "idx";
+/// The regional-sharing domain (facilities, users, patients, cards, consent); its key
+/// layouts are `renkei-share`'s (`renkei_share::keys`).
+pub const CF_SHARE: &str = "share";
+/// The hash-chained audit trail (`renkei_share::audit`).
+pub const CF_AUDIT: &str = "audit";
 
 /// Every column family, in creation order.
 pub const ALL_CFS: &[&str] = &[
@@ -47,6 +53,8 @@ pub const ALL_CFS: &[&str] = &[
     CF_COUNTERS,
     CF_META,
     CF_IDX,
+    CF_SHARE,
+    CF_AUDIT,
 ];
 
 /// Separator between the components of a composite key.

@@ -212,6 +212,12 @@ impl Store {
         })
     }
 
+    /// The index, for the crates that keep their own column families in it
+    /// (`renkei-share`: sharing domain and audit trail).
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
     /// The data dir this store lives in.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
