@@ -111,6 +111,12 @@ pub(crate) struct FileConfig {
     pub(crate) dicomweb_allow_remote: Option<bool>,
     /// Origins browsers may call DICOMweb from (CORS), e.g. `["http://localhost:3000"]`.
     pub(crate) cors_origins: Option<Vec<String>>,
+    /// How long a check-in keeps a treating relationship open, in seconds; default 90 days.
+    pub(crate) relationship_secs: Option<u64>,
+    /// How long a break-glass grant lasts, in seconds; default 4 hours.
+    pub(crate) break_glass_secs: Option<u64>,
+    /// Default lifetime of new tokens, in seconds; default 365 days.
+    pub(crate) token_secs: Option<u64>,
     /// Known remote AEs.
     #[serde(default)]
     pub(crate) remote: Vec<Remote>,

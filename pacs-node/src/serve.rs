@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use renkei_dimse::scp::Remotes;
 use renkei_dimse::{AcceptPolicy, Metrics, Scp, ScpOptions};
+use renkei_share::{Share, ShareConfig};
 use renkei_store::{Store, StoreOptions};
 use renkei_web::dicomweb::DicomWebOptions;
 use renkei_web::AppState;
@@ -33,6 +34,7 @@ pub(crate) struct Settings {
     remotes: Vec<Remote>,
     compression: StorageCompression,
     dicomweb: DicomWebOptions,
+    share: ShareConfig,
 }
 
 impl Settings {
@@ -93,7 +95,7 @@ impl Settings {
             dicom_port: args.dicom_port.or(file.dicom_port).unwrap_or(11112),
             http_port: args.http_port.or(file.http_port).unwrap_or(8042),
             scp: ScpOptions {
-                ae_title,
+                ae_title: ae_title.clone(),
                 accept,
                 max_pdu: file.max_pdu.unwrap_or(defaults.max_pdu),
                 idle_timeout: file
@@ -113,10 +115,20 @@ impl Settings {
                     .map(renkei_transcode::PixelPool::new)
                     .unwrap_or(defaults.pixel_pool),
                 stored: None,
+                share: None,
             },
             remotes,
             compression: file.storage_compression.unwrap_or_default(),
             dicomweb,
+            share: {
+                let d = ShareConfig::default();
+                ShareConfig {
+                    relationship_secs: file.relationship_secs.unwrap_or(d.relationship_secs),
+                    break_glass_secs: file.break_glass_secs.unwrap_or(d.break_glass_secs),
+                    token_secs: file.token_secs.unwrap_or(d.token_secs),
+                    node_name: ae_title.clone(),
+                }
+            },
         })
     }
 }
@@ -130,6 +142,7 @@ pub(crate) async fn serve(s: Settings) -> Result<()> {
             .with_context(|| format!("cannot open data dir {}", s.data_dir.display()))?
     };
     let store = Arc::new(store);
+    let share = open_share(store.clone(), s.share.clone(), &s.data_dir).await?;
     let metrics = Arc::new(Metrics::default());
     let dicom_addr = SocketAddr::new(s.bind, s.dicom_port);
     let http_addr = SocketAddr::new(s.bind, s.http_port);
@@ -164,6 +177,7 @@ pub(crate) async fn serve(s: Settings) -> Result<()> {
     }
     let remotes_table = s.scp.remotes.clone();
     let mut scp_options = s.scp;
+    scp_options.share = Some(share.clone());
     if let Some(target) = s.compression.target() {
         let (tx, rx) = tokio::sync::mpsc::channel(crate::compress::QUEUE);
         scp_options.stored = Some(tx);
@@ -181,6 +195,7 @@ pub(crate) async fn serve(s: Settings) -> Result<()> {
         remotes: remotes_table,
         dicomweb: s.dicomweb,
         pixel_pool,
+        share,
     });
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(async move {
@@ -199,6 +214,57 @@ pub(crate) async fn serve(s: Settings) -> Result<()> {
     let _ = stop_tx.send(true);
     let _ = dicom_task.await;
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    Ok(())
+}
+
+/// Open the sharing domain; on a node without users, create the first regional
+/// administrator and write its token to `DATA/admin.token` (mode 0600).
+async fn open_share(
+    store: Arc<Store>,
+    config: ShareConfig,
+    data_dir: &std::path::Path,
+) -> Result<Arc<Share>> {
+    let token_file = data_dir.join(ADMIN_TOKEN_FILE);
+    let share = tokio::task::spawn_blocking(move || -> Result<Arc<Share>> {
+        let share = Share::open(store, config).context("cannot open the sharing domain")?;
+        if let Some(issued) = share.bootstrap_admin().context("cannot create the first administrator")? {
+            write_secret(&token_file, &issued.token)?;
+            info!(
+                user = %issued.user_id,
+                token_file = %token_file.display(),
+                "first start: created the regional administrator; its bearer token is in the token file (renkei admin reads it)"
+            );
+        }
+        Ok(Arc::new(share))
+    })
+    .await??;
+    if share.single_site() {
+        info!("no facility configured: single-site PACS (every accepted AE sees everything over DICOM; HTTP needs a token)");
+    } else {
+        info!(facilities = share.facilities().len(), "regional sharing on");
+    }
+    Ok(share)
+}
+
+/// Where the first administrator's token is written.
+pub(crate) const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Write a secret readable by the owner only.
+fn write_secret(path: &std::path::Path, secret: &str) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(f, "{secret}").with_context(|| format!("cannot write {}", path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 

@@ -9,11 +9,15 @@
 - `renkei synth --out DIR --count N`: write synthetic CT images for load tests
 - `renkei transcode IN OUT --ts SYNTAX`: rewrite a file in another transfer syntax
 - `renkei render IN OUT.png`: one frame as a PNG or JPEG, windowed
+- `renkei admin …`: administer a Renkei node over its REST API (facilities, users,
+  tokens, patients, cards, check-in, break-glass, audit)
 
 Each subcommand lives in its own module; connection flags are shared
-(`connection`), and so are the DIMSE helpers (`dimse`).
+(`connection`), and so are the DIMSE helpers (`dimse`); `admin` is a folder of its own
+(HTTP client, output, patient commands).
 */
 
+mod admin;
 mod connection;
 mod dimse;
 mod echo;
@@ -33,11 +37,12 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "renkei",
     version,
-    about = "Test and feed DICOM nodes: echo, store, find, get, move, synthetic images; transcode and render files",
+    about = "Test and feed DICOM nodes: echo, store, find, get, move, synthetic images; transcode and render files; administer a Renkei node",
     long_about = "Command-line tools for Renkei and any other DICOM node (PACS, modality, \
 workstation).\n\n\
 Network commands take the node's HOST and PORT first, then DCMTK-style options: \
--aet (our AE title), -aec (the node's AE title) and, for move, -aem (the destination).",
+-aet (our AE title), -aec (the node's AE title) and, for move, -aem (the destination).\n\n\
+`renkei admin …` talks to a Renkei node's REST API instead (HTTP, bearer token).",
     after_help = "Run `renkei help <command>` for details on each command."
 )]
 struct Cli {
@@ -59,6 +64,7 @@ enum Command {
     Synth(synth::SynthArgs),
     Transcode(transcode::TranscodeArgs),
     Render(render::RenderArgs),
+    Admin(admin::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +79,7 @@ fn main() -> ExitCode {
         Command::Synth(args) => synth::run(args),
         Command::Transcode(args) => transcode::run(args),
         Command::Render(args) => render::run(args),
+        Command::Admin(args) => admin::run(args),
     };
     match result {
         Ok(code) => code,

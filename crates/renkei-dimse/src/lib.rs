@@ -3,7 +3,8 @@
 //! - [`command`]: DIMSE command sets and status codes, requests and responses (always).
 //! - [`scp`]: the association acceptor: policy, negotiation, C-ECHO and C-STORE
 //!   (feature `scp`, default).
-//! - [`policy`]: which calling AE titles may associate (feature `scp`).
+//! - [`policy`]: which calling AE titles may associate, and the User Identity that signs a
+//!   user in under regional sharing (feature `scp`).
 //! - [`metrics`]: counters and the store-latency histogram.
 #![deny(missing_docs)]
 

@@ -4,6 +4,12 @@
 //! they arrive (memory per association is about one PDU), and the blocking part of the
 //! store — parse, fsync, rename, index commit — runs on the blocking pool. The response is
 //! sent only after the commit, so an acknowledged instance survives a crash.
+//!
+//! With regional sharing ([`ScpOptions::share`]) every association has an actor of the
+//! sharing policy: the user its User Identity signs in ([`AssociationAccess`]), else its
+//! calling AE as its facility's workstation. Query/Retrieve answers only what the policy
+//! lets it read, a regional patient ID is searched under every local ID linked to it, and
+//! each C-FIND, C-MOVE and C-GET leaves exactly one audit record.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -33,8 +39,9 @@ use dicom_encoding::TransferSyntax;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use renkei_model::charset::CharacterSets;
-use renkei_model::query::{InfoModel, Query};
+use renkei_model::query::{Entity, InfoModel, Level, Query};
 use renkei_model::storage_classes::STORAGE_SOP_CLASSES;
+use renkei_share::{Actor, AuditEvent, Share};
 use renkei_store::{Ingest, IngestMeta, IngestOutcome, Store, StoreError};
 use renkei_transcode::transcode::{self, Route};
 use renkei_transcode::PixelPool;
@@ -45,7 +52,7 @@ use crate::command::{
 };
 use crate::find::encode_identifier;
 use crate::metrics::Metrics;
-use crate::policy::AcceptPolicy;
+use crate::policy::{AcceptPolicy, AssociationAccess};
 
 /// Settings of the DICOM listener.
 #[derive(Debug, Clone)]
@@ -77,6 +84,13 @@ pub struct ScpOptions {
     /// Told the SOP Instance UID of every instance stored or replaced (storage
     /// compression). Never waited on: when full the UID is dropped, for a later sweep.
     pub stored: Option<tokio::sync::mpsc::Sender<String>>,
+    /// Regional sharing. When set, every association has an actor (the user its User
+    /// Identity signs in, else its calling AE as its facility's workstation); C-FIND,
+    /// C-MOVE and C-GET answer only what the sharing policy lets that actor read, search a
+    /// regional patient ID under every local ID linked to it, and leave one audit record
+    /// per request; a C-STORE from a facility's AE indexes data without an Issuer of
+    /// Patient ID under the facility's code. None: no policy, no audit (a plain PACS).
+    pub share: Option<Arc<Share>>,
 }
 
 impl Default for ScpOptions {
@@ -93,8 +107,20 @@ impl Default for ScpOptions {
             store_timeout: Duration::from_secs(120),
             pixel_pool: PixelPool::default(),
             stored: None,
+            share: None,
         }
     }
+}
+
+/// Who is on the other end of an association.
+#[derive(Debug, Clone)]
+struct Peer {
+    /// Calling AE title, trimmed.
+    calling: String,
+    /// The sharing policy's actor (only when the node shares data).
+    actor: Option<Actor>,
+    /// The Issuer of Patient ID its stores are indexed under when they carry none.
+    default_issuer: Option<String>,
 }
 
 /// The DICOM service provider: accepts associations and serves C-ECHO and C-STORE.
@@ -227,9 +253,10 @@ impl Scp {
 
     fn association_options(
         &self,
-    ) -> ServerAssociationOptions<'static, AcceptPolicy, RetrieveRoles> {
+        access: AssociationAccess,
+    ) -> ServerAssociationOptions<'static, AssociationAccess, RetrieveRoles> {
         let mut o = ServerAssociationOptions::new()
-            .ae_access_control(self.options.accept.clone())
+            .ae_access_control(access)
             .with_negotiation(RetrieveRoles)
             .ae_title(self.options.ae_title.clone())
             .max_pdu_length(self.options.max_pdu)
@@ -261,7 +288,13 @@ impl Scp {
             reject_busy(&mut socket).await;
             return;
         };
-        let mut assoc = match self.association_options().establish_async(socket).await {
+        let access =
+            AssociationAccess::new(self.options.accept.clone(), self.options.share.clone());
+        let mut assoc = match self
+            .association_options(access.clone())
+            .establish_async(socket)
+            .await
+        {
             Ok(a) => a,
             Err(e) => {
                 self.metrics
@@ -272,17 +305,16 @@ impl Scp {
             }
         };
         let calling = assoc.peer_ae_title().trim().to_string();
+        let peer = self.peer(calling, access.user());
         let contexts = accepted(assoc.presentation_contexts());
-        info!(calling = %calling, contexts = contexts.len(), "association accepted");
+        info!(calling = %peer.calling, contexts = contexts.len(), "association accepted");
         self.metrics
             .associations_total
             .fetch_add(1, Ordering::Relaxed);
         self.metrics
             .associations_active
             .fetch_add(1, Ordering::Relaxed);
-        let result = self
-            .serve_association(&mut assoc, &calling, &contexts)
-            .await;
+        let result = self.serve_association(&mut assoc, &peer, &contexts).await;
         self.metrics
             .associations_active
             .fetch_sub(1, Ordering::Relaxed);
@@ -295,11 +327,56 @@ impl Scp {
         }
     }
 
+    /// The peer of an association: its actor under the sharing policy (the user its User
+    /// Identity signed in, else the calling AE), and the issuer its stores default to (the
+    /// facility of its AE title, else the user's).
+    fn peer(&self, calling: String, user: Option<renkei_share::Principal>) -> Peer {
+        let Some(share) = self.options.share.as_ref() else {
+            return Peer {
+                calling,
+                actor: None,
+                default_issuer: None,
+            };
+        };
+        let ae_facility = share.facility_of_ae(&calling);
+        let (actor, default_issuer) = match user {
+            Some(p) => {
+                let issuer = ae_facility.or_else(|| p.facility.clone());
+                (Actor::User(p), issuer)
+            }
+            None => (
+                Actor::Ae {
+                    title: calling.clone(),
+                    facility: ae_facility.clone(),
+                },
+                ae_facility,
+            ),
+        };
+        Peer {
+            calling,
+            actor: Some(actor),
+            default_issuer,
+        }
+    }
+
+    /// Record a Q/R request answered with a failure before anything was read (one audit
+    /// record per request, whatever its outcome).
+    fn audit_unanswered(&self, peer: &Peer, action: &str, event: AuditEvent, why: &str) {
+        if let (Some(share), Some(actor)) = (&self.options.share, &peer.actor) {
+            let mut e = actor.audit(action, event, "");
+            e.allowed = false;
+            e.detail = format!("not answered: {why}");
+            if let Err(err) = share.audit_read(e) {
+                warn!(error = %err, "cannot write the audit record of {action}");
+            }
+        }
+    }
+
     /// Run the association until release (Ok) or until it must be aborted (Err(reason)).
     async fn serve_association(
         &self,
         assoc: &mut AsyncServerAssociation<TcpStream>,
-        calling: &str,
+        peer: &Peer,
         contexts: &Contexts,
     ) -> Result<(), String> {
         let mut command_bytes: Vec<u8> = Vec::new();
@@ -332,7 +409,7 @@ impl Scp {
                                         assoc,
                                         pdv.presentation_context_id,
                                         &bytes,
-                                        calling,
+                                        peer,
                                         contexts,
                                         &mut pending,
                                     )
@@ -369,10 +446,10 @@ impl Scp {
                                             self.finish_store(assoc, *p).await?
                                         }
                                         Some(Pending::Find(f)) if f.op != field::C_FIND_RQ => {
-                                            self.run_retrieve(assoc, f, contexts, calling).await?
+                                            self.run_retrieve(assoc, f, contexts, peer).await?
                                         }
                                         Some(Pending::Find(f)) => {
-                                            self.run_find(assoc, f, contexts).await?
+                                            self.run_find(assoc, f, contexts, peer).await?
                                         }
                                         None => {}
                                     }
@@ -399,7 +476,7 @@ impl Scp {
         assoc: &mut AsyncServerAssociation<TcpStream>,
         pc_id: u8,
         bytes: &[u8],
-        calling: &str,
+        peer: &Peer,
         contexts: &Contexts,
         pending: &mut Option<Pending>,
     ) -> Result<(), String> {
@@ -429,10 +506,18 @@ impl Scp {
                     sop_class_uid: rq.sop_class_uid.clone(),
                     sop_instance_uid: rq.sop_instance_uid.clone(),
                     transfer_syntax: ts,
-                    source_ae: calling.to_string(),
+                    source_ae: peer.calling.clone(),
                 };
                 let (ingest, failure) = match self.store.begin_ingest(meta) {
-                    Ok(i) => (Some(i), None),
+                    Ok(mut i) => {
+                        // regional sharing: data without an Issuer of Patient ID is the
+                        // sending facility's, so two facilities' local "12345" stay two
+                        // patients
+                        if let Some(issuer) = &peer.default_issuer {
+                            i.set_default_issuer(issuer);
+                        }
+                        (Some(i), None)
+                    }
                     Err(e) => (None, Some(failure_of(&e))),
                 };
                 *pending = Some(Pending::Store(Box::new(PendingStore {
@@ -453,6 +538,12 @@ impl Scp {
                 let model = match model {
                     Some(m) => m,
                     _ => {
+                        let (action, event) = match op {
+                            field::C_FIND_RQ => ("C-FIND", AuditEvent::Query),
+                            field::C_GET_RQ => ("C-GET", AuditEvent::InstancesTransferred),
+                            _ => ("C-MOVE", AuditEvent::InstancesTransferred),
+                        };
+                        self.audit_unanswered(peer, action, event, "SOP class not supported");
                         return respond(
                             assoc,
                             pc_id,
@@ -461,7 +552,7 @@ impl Scp {
                             status::SOP_CLASS_NOT_SUPPORTED,
                             Some("request on a context of another information model"),
                         )
-                        .await
+                        .await;
                     }
                 };
                 *pending = Some(Pending::Find(PendingFind {
@@ -607,6 +698,7 @@ impl Scp {
         assoc: &mut AsyncServerAssociation<TcpStream>,
         f: PendingFind,
         contexts: &Contexts,
+        peer: &Peer,
     ) -> Result<(), String> {
         let PendingFind {
             rq,
@@ -618,7 +710,8 @@ impl Scp {
         let (query, ts) = match self.parse_query(pc_id, model, &identifier, contexts, false) {
             Ok(x) => x,
             Err((st, msg)) => {
-                return respond(assoc, pc_id, &rq, field::C_FIND_RSP, st, Some(&msg)).await
+                self.audit_unanswered(peer, "C-FIND", AuditEvent::Query, &msg);
+                return respond(assoc, pc_id, &rq, field::C_FIND_RSP, st, Some(&msg)).await;
             }
         };
         debug!(
@@ -630,17 +723,25 @@ impl Scp {
         let store = self.store.clone();
         let limit = self.options.max_find_results;
         let worker_ts = ts;
+        let scoped = self.options.share.clone().zip(peer.actor.clone());
         let worker = tokio::task::spawn_blocking(move || {
-            let mut n = 0usize;
-            let r = store.find(&query, |e| {
-                n += 1;
-                if n > limit {
-                    return false;
-                }
-                tx.blocking_send(encode_identifier(&query, &e, worker_ts))
+            let mut send = |e: &Entity| {
+                tx.blocking_send(encode_identifier(&query, e, worker_ts))
                     .is_ok()
-            });
-            (r, n)
+            };
+            match scoped {
+                Some((share, actor)) => {
+                    scoped_find(&store, &share, actor, &query, limit, &mut send)
+                }
+                None => {
+                    let mut n = 0usize;
+                    let r = store.find(&query, |e| {
+                        n += 1;
+                        n <= limit && send(&e)
+                    });
+                    (r.map_err(|e| e.to_string()), n)
+                }
+            }
         });
         let max_fragment = max_fragment_for(assoc.peer_max_pdu_length());
         let mut cancelled = false;
@@ -677,6 +778,191 @@ impl Scp {
     }
 }
 
+/// A C-FIND under the sharing policy: a PatientID that is a regional ID is searched under
+/// every local ID linked to it and answered under the regional ID (one patient-level match
+/// for all of them); matches the actor may not read are withheld, as if absent; one audit
+/// record whatever the outcome. Returns the result and the number of matches sent (or
+/// counted past `limit`).
+fn scoped_find(
+    store: &Store,
+    share: &Share,
+    actor: Actor,
+    query: &Query,
+    limit: usize,
+    send: &mut dyn FnMut(&Entity) -> bool,
+) -> (Result<(), String>, usize) {
+    let mut scope = share.image_scope(actor);
+    let mut n = 0usize;
+    let (regional, result) = match share.expand_regional_query(query) {
+        Err(e) => (None, Err(e.to_string())),
+        Ok(None) => (
+            None,
+            find_admitted(
+                store,
+                &mut scope,
+                std::slice::from_ref(query),
+                None,
+                limit,
+                &mut n,
+                send,
+            ),
+        ),
+        Ok(Some((id, queries))) => {
+            let merge = query.level == Level::Patient;
+            let r = find_admitted(
+                store,
+                &mut scope,
+                &queries,
+                Some((&id, merge)),
+                limit,
+                &mut n,
+                send,
+            );
+            (Some(id), r)
+        }
+    };
+    if let Err(e) = scope.finish(
+        "C-FIND",
+        AuditEvent::Query,
+        regional.as_deref().unwrap_or(""),
+    ) {
+        warn!(error = %e, "cannot write the audit record of a C-FIND");
+    }
+    (result, n)
+}
+
+/// Run `queries`, passing each admitted match to `send` until it or `limit` says stop.
+/// `regional`: (the regional ID the matches are answered under, whether patient-level
+/// matches are merged into one).
+fn find_admitted(
+    store: &Store,
+    scope: &mut renkei_share::policy::ImageScope<'_>,
+    queries: &[Query],
+    regional: Option<(&str, bool)>,
+    limit: usize,
+    n: &mut usize,
+    send: &mut dyn FnMut(&Entity) -> bool,
+) -> Result<(), String> {
+    let mut merged: Option<Entity> = None;
+    let mut failure: Option<String> = None;
+    let mut stop = false;
+    for q in queries {
+        store
+            .find(q, |mut e| {
+                match scope.admit(&e.patient.key) {
+                    Ok((true, _)) => {}
+                    Ok((false, _)) => return true,
+                    Err(err) => {
+                        failure = Some(err.to_string());
+                        return false;
+                    }
+                }
+                if let Some((id, merge)) = regional {
+                    e.patient.key.patient_id.clear();
+                    e.patient.key.patient_id.push_str(id);
+                    e.patient.key.issuer.clear();
+                    if merge {
+                        // the local IDs of one person are one patient under the regional ID
+                        match merged.as_mut() {
+                            None => merged = Some(e),
+                            Some(m) => {
+                                if let (Some(a), Some(b)) =
+                                    (m.patient_studies.as_mut(), e.patient_studies)
+                                {
+                                    *a += b;
+                                }
+                            }
+                        }
+                        return true;
+                    }
+                }
+                *n += 1;
+                if *n > limit || !send(&e) {
+                    stop = true;
+                    return false;
+                }
+                true
+            })
+            .map_err(|e| e.to_string())?;
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        if stop {
+            return Ok(());
+        }
+    }
+    if let Some(e) = merged {
+        *n += 1;
+        if *n <= limit {
+            send(&e);
+        }
+    }
+    Ok(())
+}
+
+/// The instances a C-MOVE/C-GET may send under the sharing policy: those of the query
+/// (of every local ID linked to a regional ID it names) whose patient the actor may read;
+/// the others are left out, as if absent. One audit record whatever the outcome.
+fn scoped_instances(
+    store: &Store,
+    share: &Share,
+    actor: Actor,
+    query: &Query,
+    action: &str,
+) -> Result<Vec<renkei_model::InstanceRecord>, String> {
+    let mut scope = share.image_scope(actor);
+    let mut regional = None;
+    let result = admitted_instances(store, share, &mut scope, query, &mut regional);
+    let patient = regional.as_deref().unwrap_or("");
+    if let Err(e) = scope.finish(action, AuditEvent::InstancesTransferred, patient) {
+        warn!(error = %e, "cannot write the audit record of a {action}");
+    }
+    result
+}
+
+fn admitted_instances(
+    store: &Store,
+    share: &Share,
+    scope: &mut renkei_share::policy::ImageScope<'_>,
+    query: &Query,
+    regional: &mut Option<String>,
+) -> Result<Vec<renkei_model::InstanceRecord>, String> {
+    let all = match share
+        .expand_regional_query(query)
+        .map_err(|e| e.to_string())?
+    {
+        None => store.instances_for(query).map_err(|e| e.to_string())?,
+        Some((id, queries)) => {
+            *regional = Some(id);
+            let mut all = Vec::new();
+            for q in &queries {
+                all.extend(store.instances_for(q).map_err(|e| e.to_string())?);
+            }
+            all
+        }
+    };
+    // the patient of each study, read once
+    let mut patients: HashMap<String, Option<renkei_model::PatientKey>> = HashMap::new();
+    let mut out = Vec::with_capacity(all.len());
+    for inst in all {
+        if !patients.contains_key(&inst.study_uid) {
+            let key = store
+                .study(&inst.study_uid)
+                .map_err(|e| e.to_string())?
+                .map(|s| s.patient);
+            patients.insert(inst.study_uid.clone(), key);
+        }
+        // a study gone meanwhile (deleted): nothing to send
+        let Some(Some(key)) = patients.get(&inst.study_uid) else {
+            continue;
+        };
+        if scope.admit(key).map_err(|e| e.to_string())?.0 {
+            out.push(inst);
+        }
+    }
+    Ok(out)
+}
+
 /// SCP/SCU role selection (PS3.7 D.3.3.4): a C-GET requester asks to act as the Storage
 /// SCP for the classes it wants back; we accept for every Storage SOP class.
 #[derive(Debug, Clone, Copy)]
@@ -704,7 +990,7 @@ impl Scp {
         assoc: &mut AsyncServerAssociation<TcpStream>,
         f: PendingFind,
         contexts: &Contexts,
-        calling: &str,
+        peer: &Peer,
     ) -> Result<(), String> {
         let PendingFind {
             op,
@@ -714,9 +1000,18 @@ impl Scp {
             identifier,
         } = f;
         let rsp = op | 0x8000;
+        let action = if op == field::C_MOVE_RQ {
+            "C-MOVE"
+        } else {
+            "C-GET"
+        };
+        let event = AuditEvent::InstancesTransferred;
         let (query, ts) = match self.parse_query(pc_id, model, &identifier, contexts, true) {
             Ok(x) => x,
-            Err((st, msg)) => return respond(assoc, pc_id, &rq, rsp, st, Some(&msg)).await,
+            Err((st, msg)) => {
+                self.audit_unanswered(peer, action, event, &msg);
+                return respond(assoc, pc_id, &rq, rsp, st, Some(&msg)).await;
+            }
         };
         // C-MOVE: the destination must be a known remote AE (PS3.4 C.4.2.1.4.1: 0xA801)
         let destination = if op == field::C_MOVE_RQ {
@@ -732,6 +1027,7 @@ impl Scp {
                 Some(addr) => Some((dest, addr)),
                 None => {
                     let msg = format!("unknown move destination {dest:?}");
+                    self.audit_unanswered(peer, action, event, &msg);
                     return respond(
                         assoc,
                         pc_id,
@@ -747,10 +1043,17 @@ impl Scp {
             None
         };
         let store = self.store.clone();
-        let instances = match tokio::task::spawn_blocking(move || store.instances_for(&query)).await
-        {
+        let scoped = self.options.share.clone().zip(peer.actor.clone());
+        let worker = tokio::task::spawn_blocking(move || match scoped {
+            Some((share, actor)) => scoped_instances(&store, &share, actor, &query, action),
+            None => store.instances_for(&query).map_err(|e| e.to_string()),
+        });
+        let instances = match worker.await {
             Ok(Ok(v)) => v,
-            _ => {
+            r => {
+                if let Ok(Err(e)) = r {
+                    warn!(error = %e, "{action} query failed");
+                }
                 let msg = "query failed inside the node";
                 return respond(
                     assoc,
@@ -850,7 +1153,7 @@ impl Scp {
                     store_sub_op(assoc, &get_contexts, pool, inst, &path, message_id, None).await?
                 }
                 Some((client, client_contexts)) => {
-                    let originator = Some((calling, rq.message_id));
+                    let originator = Some((peer.calling.as_str(), rq.message_id));
                     store_sub_op(
                         client,
                         client_contexts,

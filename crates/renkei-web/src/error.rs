@@ -9,12 +9,16 @@ use axum::Json;
 pub enum ApiError {
     /// The request is malformed (400), with the reason shown to the client.
     BadRequest(String),
+    /// No valid credentials (401), with the reason (missing, unknown, expired, revoked).
+    Unauthorized(String),
     /// Not allowed for this client (403).
     Forbidden(String),
     /// No such resource (404).
     NotFound(String),
     /// None of the media types the client accepts can be produced (406).
     NotAcceptable(String),
+    /// The change conflicts with what is stored (409).
+    Conflict(String),
     /// Something failed inside the node; logged, not shown.
     Internal(String),
 }
@@ -30,7 +34,9 @@ impl IntoResponse for ApiError {
         };
         match self {
             ApiError::BadRequest(d) => problem(StatusCode::BAD_REQUEST, d),
+            ApiError::Unauthorized(d) => problem(StatusCode::UNAUTHORIZED, d),
             ApiError::Forbidden(d) => problem(StatusCode::FORBIDDEN, d),
+            ApiError::Conflict(d) => problem(StatusCode::CONFLICT, d),
             ApiError::NotFound(d) => problem(StatusCode::NOT_FOUND, d),
             ApiError::NotAcceptable(d) => problem(StatusCode::NOT_ACCEPTABLE, d),
             ApiError::Internal(detail) => {

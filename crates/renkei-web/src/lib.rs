@@ -5,8 +5,10 @@
 //! socket.
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod dicomweb;
 mod error;
+pub mod fhir;
 pub mod routes;
 
 use std::sync::Arc;
@@ -31,16 +33,27 @@ pub struct AppState {
     pub dicomweb: dicomweb::DicomWebOptions,
     /// The pixel pool shared with the DICOM side (WADO-RS conversions, frames, rendering).
     pub pixel_pool: renkei_transcode::PixelPool,
+    /// Regional sharing: tokens, the access policy, the audit trail.
+    pub share: Arc<renkei_share::Share>,
 }
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let dicomweb = dicomweb::router(&state.dicomweb);
-    Router::new()
-        .merge(routes::health::router())
+    // everything but /healthz behind the token gate (auth.rs)
+    let gated = Router::new()
         .merge(routes::metrics::router())
         .merge(routes::statistics::router())
         .merge(routes::remotes::router())
+        .merge(routes::share::router())
+        .merge(fhir::router())
         .merge(dicomweb)
+        .layer(axum::middleware::from_fn_with_state(
+            state.share.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .merge(routes::health::router())
+        .merge(gated)
         .with_state(state)
 }

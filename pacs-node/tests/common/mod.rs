@@ -225,9 +225,30 @@ impl Node {
         self.http("GET", path, None)
     }
 
-    /// A plain HTTP/1.1 request on loopback with an optional JSON body: (status, body).
+    /// The bearer token of the regional administrator the node created on its first
+    /// start (`DATA/admin.token`).
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.token"))
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// A plain HTTP/1.1 request on loopback with an optional JSON body, as the regional
+    /// administrator: (status, body).
     pub fn http(
         &self,
+        method: &str,
+        path: &str,
+        json: Option<&str>,
+    ) -> std::io::Result<(u16, String)> {
+        let token = self.admin_token();
+        self.http_as(Some(&token), method, path, json)
+    }
+
+    /// A plain HTTP/1.1 request with the given bearer token (none: no Authorization).
+    pub fn http_as(
+        &self,
+        token: Option<&str>,
         method: &str,
         path: &str,
         json: Option<&str>,
@@ -235,9 +256,13 @@ impl Node {
         let mut s = TcpStream::connect(("127.0.0.1", self.http_port))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         let body = json.unwrap_or("");
+        let auth = match token {
+            Some(t) if !t.is_empty() => format!("Authorization: Bearer {t}\r\n"),
+            _ => String::new(),
+        };
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )?;

@@ -21,7 +21,20 @@ pub struct Run {
 
 /// Run the renkei binary; fail the test if it runs for more than 60 s.
 pub fn renkei(args: &[&str]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
+    renkei_env(args, &[])
+}
+
+/// Run the renkei binary with environment changes: `(name, Some(value))` sets a
+/// variable, `(name, None)` removes it.
+pub fn renkei_env(args: &[&str], env: &[(&str, Option<&str>)]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_renkei"));
+    for (name, value) in env {
+        match value {
+            Some(v) => command.env(name, v),
+            None => command.env_remove(name),
+        };
+    }
+    let mut child = command
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -16,6 +16,7 @@ use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE, HOST};
 use axum::http::{HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, StandardDataDictionary};
@@ -23,6 +24,8 @@ use dicom_object::InMemDicomObject;
 use serde_json::{Map, Value};
 
 use renkei_model::query::{Entity, InfoModel, Level, Matcher, Query};
+use renkei_share::policy::ImageScope;
+use renkei_share::{Actor, AuditEvent, Principal, Share};
 use renkei_store::Store;
 
 use super::json::{attribute_from_text, dictionary_vr, tag_key};
@@ -510,54 +513,108 @@ impl Search {
         })
     }
 
-    /// Run the chain of queries; the answers and whether the cap cut them.
-    fn run(&self, store: &Store) -> Result<(Vec<Value>, bool), ApiError> {
+    /// Run the chain of queries as `actor`, through the access policy; the answers and
+    /// whether the cap cut them. A PatientID that is a regional ID searches every linked
+    /// local ID and answers under the regional ID; one audit record per search.
+    fn run(
+        &self,
+        store: &Store,
+        share: &Share,
+        actor: Actor,
+    ) -> Result<(Vec<Value>, bool), ApiError> {
+        let mut scope = share.image_scope(actor);
+        let (regional, study_queries) = match share.expand_regional_query(&self.study)? {
+            Some((id, qs)) => (Some(id), qs),
+            None => (None, vec![self.study.clone()]),
+        };
+        let result = self.run_queries(store, &mut scope, regional.as_deref(), &study_queries);
+        scope.finish(
+            "QIDO-RS",
+            AuditEvent::Query,
+            regional.as_deref().unwrap_or_default(),
+        )?;
+        result
+    }
+
+    fn run_queries(
+        &self,
+        store: &Store,
+        scope: &mut ImageScope<'_>,
+        regional: Option<&str>,
+        study_queries: &[Query],
+    ) -> Result<(Vec<Value>, bool), ApiError> {
         let mut page = Page {
             skip: self.offset,
             take: self.take,
             items: Vec::new(),
             more: false,
         };
-        let mut failure: Option<renkei_store::StoreError> = None;
-        store.find(&self.study, |study| {
-            let Some(series_q) = &self.series else {
-                return page.push(|| self.answer(&study));
-            };
-            let Some(study_uid) = study.study.as_ref().map(|s| s.study_uid.clone()) else {
-                return true;
-            };
-            let series_q = with_uid(series_q, tags::STUDY_INSTANCE_UID, &study_uid);
+        let mut failure: Option<ApiError> = None;
+        // under a regional search every answer carries the regional ID
+        let present = |e: &mut Entity| {
+            if let Some(id) = regional {
+                e.patient.key.patient_id = id.to_string();
+                e.patient.key.issuer.clear();
+            }
+        };
+        for study_q in study_queries {
             let mut go_on = true;
-            let r = store.find(&series_q, |mut series| {
-                inherit(&mut series, &study);
-                let Some(instance_q) = &self.instance else {
-                    go_on = page.push(|| self.answer(&series));
+            store.find(study_q, |mut study| {
+                match scope.admit(&study.patient.key) {
+                    Ok((true, _)) => {}
+                    Ok((false, _)) => return true,
+                    Err(e) => {
+                        failure = Some(e.into());
+                        go_on = false;
+                        return false;
+                    }
+                }
+                present(&mut study);
+                let Some(series_q) = &self.series else {
+                    go_on = page.push(|| self.answer(&study));
                     return go_on;
                 };
-                let Some(series_uid) = series.series.as_ref().map(|s| s.series_uid.clone()) else {
+                let Some(study_uid) = study.study.as_ref().map(|s| s.study_uid.clone()) else {
                     return true;
                 };
-                let q = with_uid(instance_q, tags::STUDY_INSTANCE_UID, &study_uid);
-                let q = with_uid(&q, tags::SERIES_INSTANCE_UID, &series_uid);
-                let r = store.find(&q, |mut instance| {
-                    inherit(&mut instance, &series);
-                    go_on = page.push(|| self.answer(&instance));
+                let series_q = with_uid(series_q, tags::STUDY_INSTANCE_UID, &study_uid);
+                let r = store.find(&series_q, |mut series| {
+                    inherit(&mut series, &study);
+                    present(&mut series);
+                    let Some(instance_q) = &self.instance else {
+                        go_on = page.push(|| self.answer(&series));
+                        return go_on;
+                    };
+                    let Some(series_uid) = series.series.as_ref().map(|s| s.series_uid.clone())
+                    else {
+                        return true;
+                    };
+                    let q = with_uid(instance_q, tags::STUDY_INSTANCE_UID, &study_uid);
+                    let q = with_uid(&q, tags::SERIES_INSTANCE_UID, &series_uid);
+                    let r = store.find(&q, |mut instance| {
+                        inherit(&mut instance, &series);
+                        present(&mut instance);
+                        go_on = page.push(|| self.answer(&instance));
+                        go_on
+                    });
+                    if let Err(e) = r {
+                        failure = Some(e.into());
+                        go_on = false;
+                    }
                     go_on
                 });
                 if let Err(e) = r {
-                    failure = Some(e);
+                    failure = Some(e.into());
                     go_on = false;
                 }
                 go_on
-            });
-            if let Err(e) = r {
-                failure = Some(e);
-                go_on = false;
+            })?;
+            if let Some(e) = failure {
+                return Err(e);
             }
-            go_on
-        })?;
-        if let Some(e) = failure {
-            return Err(e.into());
+            if !go_on {
+                break;
+            }
         }
         let capped = page.more && self.limit.is_none_or(|l| l > self.cap);
         Ok((page.items, capped))
@@ -677,6 +734,7 @@ fn base_url(headers: &HeaderMap) -> String {
 
 async fn search(
     state: AppState,
+    principal: Principal,
     resource: Resource,
     headers: HeaderMap,
     uri: Uri,
@@ -687,7 +745,10 @@ async fn search(
     let params = Params::parse(pairs)?;
     let search = Search::new(resource, params, &state.dicomweb, base_url(&headers))?;
     let store = state.store.clone();
-    let (items, capped) = tokio::task::spawn_blocking(move || search.run(&store)).await??;
+    let share = state.share.clone();
+    let actor = crate::auth::actor(&principal);
+    let (items, capped) =
+        tokio::task::spawn_blocking(move || search.run(&store, &share, actor)).await??;
     let body = serde_json::to_vec(&items).map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut response = ([(CONTENT_TYPE, HeaderValue::from_static(media))], body).into_response();
     if capped {
@@ -702,6 +763,7 @@ async fn search(
 /// `GET /dicom-web/studies`
 pub(super) async fn studies(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
@@ -710,12 +772,13 @@ pub(super) async fn studies(
         study: None,
         series: None,
     };
-    search(state, resource, headers, uri).await
+    search(state, principal, resource, headers, uri).await
 }
 
 /// `GET /dicom-web/series`
 pub(super) async fn all_series(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
@@ -724,12 +787,13 @@ pub(super) async fn all_series(
         study: None,
         series: None,
     };
-    search(state, resource, headers, uri).await
+    search(state, principal, resource, headers, uri).await
 }
 
 /// `GET /dicom-web/instances`
 pub(super) async fn all_instances(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
@@ -738,12 +802,13 @@ pub(super) async fn all_instances(
         study: None,
         series: None,
     };
-    search(state, resource, headers, uri).await
+    search(state, principal, resource, headers, uri).await
 }
 
 /// `GET /dicom-web/studies/{study}/series`
 pub(super) async fn study_series(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(study): Path<String>,
     headers: HeaderMap,
     uri: Uri,
@@ -753,12 +818,13 @@ pub(super) async fn study_series(
         study: Some(path_uid(&study)?),
         series: None,
     };
-    search(state, resource, headers, uri).await
+    search(state, principal, resource, headers, uri).await
 }
 
 /// `GET /dicom-web/studies/{study}/instances`
 pub(super) async fn study_instances(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(study): Path<String>,
     headers: HeaderMap,
     uri: Uri,
@@ -768,12 +834,13 @@ pub(super) async fn study_instances(
         study: Some(path_uid(&study)?),
         series: None,
     };
-    search(state, resource, headers, uri).await
+    search(state, principal, resource, headers, uri).await
 }
 
 /// `GET /dicom-web/studies/{study}/series/{series}/instances`
 pub(super) async fn series_instances(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
     uri: Uri,
@@ -783,7 +850,7 @@ pub(super) async fn series_instances(
         study: Some(path_uid(&study)?),
         series: Some(path_uid(&series)?),
     };
-    search(state, resource, headers, uri).await
+    search(state, principal, resource, headers, uri).await
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ use tokio::sync::mpsc;
 
 use renkei_model::charset::CharacterSets;
 use renkei_model::InstanceRecord;
+use renkei_share::{Actor, AuditEvent, Share};
 use renkei_store::Store;
 use renkei_transcode::decode::Photometric;
 use renkei_transcode::render::{OutputFormat, RenderOptions, VoiFunction};
@@ -324,10 +325,35 @@ async fn resolve_async(
     let series = series.map(path_uid).transpose()?;
     let instance = instance.map(path_uid).transpose()?;
     let store = state.store.clone();
+    let share = state.share.clone();
+    let actor = crate::auth::current_actor()?;
     tokio::task::spawn_blocking(move || {
-        resolve(&store, &study, series.as_deref(), instance.as_deref())
+        let records = resolve(&store, &study, series.as_deref(), instance.as_deref())?;
+        permit(&store, &share, actor, &study)?;
+        Ok(records)
     })
     .await?
+}
+
+/// The access policy for one WADO-RS request on `study`: 403 with the reason when the
+/// actor may not read it; one audit record either way.
+fn permit(store: &Store, share: &Share, actor: Actor, study: &str) -> Result<(), ApiError> {
+    let key = store
+        .study(study)?
+        .ok_or_else(|| not_found(format!("no study {study}")))?
+        .patient;
+    let mut scope = share.image_scope(actor);
+    let (allowed, regional) = scope.admit(&key)?;
+    let patient = regional.unwrap_or_else(|| format!("{}|{}", key.issuer, key.patient_id));
+    scope.finish("WADO-RS", AuditEvent::InstancesAccessed, &patient)?;
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "not permitted: {}",
+            scope.last_reason
+        )))
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -3,4 +3,5 @@
 pub mod health;
 pub mod metrics;
 pub mod remotes;
+pub mod share;
 pub mod statistics;

@@ -1,8 +1,8 @@
 //! `/api/remotes`: the remote AEs (C-MOVE destinations, and the calling AEs accepted when
 //! the node listens off loopback), changeable while the node runs. Changes are kept in
 //! `DATA/remotes.json`, loaded after the config file at the next start (so they survive a
-//! restart). Writes are accepted from loopback only until the access-control work adds
-//! tokens.
+//! restart). Reading needs any token; writes need the regional administrator (on a
+//! single-site node, any token holder on the node's own machine).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use axum::extract::{ConnectInfo, Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use renkei_share::{Principal, Role};
 use serde::{Deserialize, Serialize};
 
 use crate::{ApiError, AppState};
@@ -88,12 +89,14 @@ async fn one(
     }))
 }
 
-fn loopback_only(peer: SocketAddr) -> Result<(), ApiError> {
-    if peer.ip().is_loopback() {
+/// Changes are for administrators: the regional one, or (single-site node) any token
+/// holder on the node's own machine.
+fn may_change(state: &AppState, p: &Principal, peer: SocketAddr) -> Result<(), ApiError> {
+    if p.role == Role::RegionalAdmin || (state.share.single_site() && peer.ip().is_loopback()) {
         Ok(())
     } else {
         Err(ApiError::Forbidden(
-            "remote AEs can be changed from the node's own machine only".into(),
+            "remote AEs are changed by the regional administrator".into(),
         ))
     }
 }
@@ -101,10 +104,11 @@ fn loopback_only(peer: SocketAddr) -> Result<(), ApiError> {
 async fn put(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(p): Extension<Principal>,
     UrlPath(ae): UrlPath<String>,
     body: Result<Json<RemoteAe>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<RemoteAe>), ApiError> {
-    loopback_only(peer)?;
+    may_change(&state, &p, peer)?;
     let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if ae.is_empty() || ae.len() > 16 || ae.contains('\\') || ae.trim() != ae {
         return Err(ApiError::BadRequest(format!(
@@ -145,9 +149,10 @@ async fn put(
 async fn delete(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(p): Extension<Principal>,
     UrlPath(ae): UrlPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    loopback_only(peer)?;
+    may_change(&state, &p, peer)?;
     let mut table = state
         .remotes
         .write()

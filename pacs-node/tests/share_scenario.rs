@@ -1,0 +1,513 @@
+//! Issue 6, "what it must show" 2–4, against a real node with DCMTK peers:
+//! two facilities' modalities push studies with the same local ID; after linking, a
+//! doctor at a third facility finds both under the regional ID over C-FIND and QIDO-RS
+//! only with an open treating relationship; the unlinked study stays with its facility;
+//! the audit chain verifies and a flipped byte is named; bad input is a clear 4xx that
+//! changes nothing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{corpus, dcmtk, Node};
+use serde_json::{json, Value};
+
+fn post(node: &Node, token: &str, path: &str, body: &Value) -> (u16, Value) {
+    let (s, b) = node
+        .http_as(Some(token), "POST", path, Some(&body.to_string()))
+        .unwrap();
+    (s, serde_json::from_str(&b).unwrap_or(Value::String(b)))
+}
+
+fn get(node: &Node, token: &str, path: &str) -> (u16, Value) {
+    let (s, b) = node.http_as(Some(token), "GET", path, None).unwrap();
+    (s, serde_json::from_str(&b).unwrap_or(Value::String(b)))
+}
+
+/// The corpus CT as a modality would send it: `patient_id`, no issuer, study `n`.
+fn study(dir: &Path, n: u32, patient_id: &str) -> PathBuf {
+    let f = dir.join(format!("ct{n}.dcm"));
+    std::fs::copy(corpus("valid/CT_small.dcm"), &f).unwrap();
+    let o = dcmtk("dcmodify")
+        .args(["-nb", "-imt", "-ea", "(0010,0021)"])
+        .args(["-m", &format!("(0010,0020)={patient_id}")])
+        .args(["-m", &format!("(0020,000d)={}", study_uid(n))])
+        .args(["-gse", "-gin"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "dcmodify: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    f
+}
+
+fn study_uid(n: u32) -> String {
+    format!("1.2.826.0.1.3680043.10.1459.88.{n}")
+}
+
+fn storescu(node: &Node, calling: &str, file: &Path) {
+    let o = dcmtk("storescu")
+        .args([
+            "-aet",
+            calling,
+            "-aec",
+            &node.ae_title,
+            "127.0.0.1",
+            &node.dicom_port.to_string(),
+        ])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "storescu as {calling}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Study-level findscu as `calling` by PatientID: (StudyInstanceUIDs, PatientIDs).
+fn findscu(node: &Node, calling: &str, patient_id: &str) -> (Vec<String>, Vec<String>) {
+    let o = dcmtk("findscu")
+        .args(["-v", "-S", "-aet", calling, "-aec", &node.ae_title])
+        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID"])
+        .args(["-k", &format!("PatientID={patient_id}")])
+        .args(["127.0.0.1", &node.dicom_port.to_string()])
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "findscu: {log}");
+    // the answers only: findscu -v prints the request identifier first
+    let answers = log.find("Find Response").map_or("", |i| &log[i..]);
+    let values = |tag: &str| -> Vec<String> {
+        let mut v: Vec<String> = answers
+            .lines()
+            .filter(|l| l.contains(tag))
+            .filter_map(|l| Some(l.split_once('[')?.1.split_once(']')?.0.trim().to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    (values("(0020,000d)"), values("(0010,0020)"))
+}
+
+/// QIDO-RS studies by PatientID: (StudyInstanceUIDs, PatientIDs).
+fn qido(node: &Node, token: &str, patient_id: &str) -> (Vec<String>, Vec<String>) {
+    let (s, v) = get(
+        node,
+        token,
+        &format!("/dicom-web/studies?PatientID={patient_id}"),
+    );
+    if s == 204 {
+        return (vec![], vec![]);
+    }
+    assert_eq!(s, 200, "QIDO: {v}");
+    let arr = v.as_array().cloned().unwrap_or_default();
+    let mut uids: Vec<String> = arr
+        .iter()
+        .map(|s| {
+            s["0020000D"]["Value"][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    uids.sort();
+    let pids = arr
+        .iter()
+        .map(|s| {
+            s["00100020"]["Value"][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    (uids, pids)
+}
+
+struct Region {
+    node: Node,
+    admin: String,
+    doctor_a: String,
+    doctor_c: String,
+    nurse_c: String,
+    ems: String,
+}
+
+fn region(data: &Path) -> Region {
+    let node = Node::start(data);
+    let admin = node.admin_token();
+    for (code, kind, ae) in [
+        ("1310000001", "hospital", "MOD_A"),
+        ("1310000002", "imaging-centre", "MOD_B"),
+        ("1310000003", "clinic", "WS_C"),
+        ("EMS1", "ems", ""),
+    ] {
+        let aes: Vec<&str> = if ae.is_empty() { vec![] } else { vec![ae] };
+        let (s, b) = post(
+            &node,
+            &admin,
+            "/api/facilities",
+            &json!({"code": code, "name": code, "kind": kind, "ae_titles": aes}),
+        );
+        assert_eq!(s, 201, "{b}");
+    }
+    let user = |facility: &str, role: &str| {
+        let (s, b) = post(
+            &node,
+            &admin,
+            "/api/users",
+            &json!({"name": role, "facility": facility, "role": role}),
+        );
+        assert_eq!(s, 201, "{b}");
+        b["token"]["token"].as_str().unwrap().to_string()
+    };
+    let doctor_a = user("1310000001", "doctor");
+    let doctor_c = user("1310000003", "doctor");
+    let nurse_c = user("1310000003", "nurse");
+    let ems = user("EMS1", "ems-crew");
+    Region {
+        node,
+        admin,
+        doctor_a,
+        doctor_c,
+        nurse_c,
+        ems,
+    }
+}
+
+fn enroll(r: &Region) -> String {
+    let (s, p) = post(
+        &r.node,
+        &r.admin,
+        "/api/patients",
+        &json!({"family": "佐藤", "given": "花子", "family_kana": "サトウ", "given_kana": "ハナコ",
+                "birth_date": "1975-10-10", "sex": "female", "consent": true}),
+    );
+    assert_eq!(s, 201, "{p}");
+    p["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn two_facilities_same_local_id_found_under_regional_id_only_with_relationship() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = region(&dir.path().join("data"));
+    let node = &r.node;
+    // two modalities, one local ID "12345", no IssuerOfPatientID in either file
+    storescu(node, "MOD_A", &study(dir.path(), 1, "12345"));
+    storescu(node, "MOD_B", &study(dir.path(), 2, "12345"));
+    storescu(node, "MOD_A", &study(dir.path(), 3, "999"));
+    // the node keeps them as two patients (issuer = sending facility)
+    let (a, _) = findscu(node, "MOD_A", "12345");
+    let (b, _) = findscu(node, "MOD_B", "12345");
+    assert_eq!(a, vec![study_uid(1)], "MOD_A sees its own 12345 only");
+    assert_eq!(b, vec![study_uid(2)], "MOD_B sees its own 12345 only");
+
+    let rid = enroll(&r);
+    for issuer in ["1310000001", "1310000002"] {
+        let (s, v) = post(
+            node,
+            &r.admin,
+            &format!("/api/patients/{rid}/links"),
+            &json!({"issuer": issuer, "patient_id": "12345"}),
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+    // no relationship yet: facility C finds nothing, over DIMSE or DICOMweb
+    assert_eq!(findscu(node, "WS_C", &rid).0, Vec::<String>::new());
+    assert_eq!(qido(node, &r.doctor_c, &rid).0, Vec::<String>::new());
+
+    // the card is presented at C: both studies appear under the regional ID
+    let (s, card) = post(
+        node,
+        &r.admin,
+        &format!("/api/patients/{rid}/cards"),
+        &json!({}),
+    );
+    assert_eq!(s, 201, "{card}");
+    let card = card["number"].as_str().unwrap().to_string();
+    let (s, v) = post(
+        node,
+        &r.nurse_c,
+        "/api/encounters/checkin",
+        &json!({"card": card}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["patient"]["id"], rid.as_str());
+    let both = vec![study_uid(1), study_uid(2)];
+    let (uids, pids) = findscu(node, "WS_C", &rid);
+    assert_eq!(uids, both, "C-FIND by regional ID at C");
+    assert_eq!(
+        pids,
+        vec![rid.clone(), rid.clone()],
+        "answered under the regional ID"
+    );
+    let (uids, pids) = qido(node, &r.doctor_c, &rid);
+    assert_eq!(uids, both, "QIDO-RS by regional ID at C");
+    assert_eq!(pids, vec![rid.clone(), rid.clone()]);
+    // the same query by A's local ID at C: A's study is linked and C may see it now
+    // but the unlinked study (999) stays with A
+    assert_eq!(findscu(node, "WS_C", "999").0, Vec::<String>::new());
+    assert_eq!(qido(node, &r.doctor_c, "999").0, Vec::<String>::new());
+    assert_eq!(findscu(node, "MOD_A", "999").0, vec![study_uid(3)]);
+    assert_eq!(qido(node, &r.doctor_a, "999").0, vec![study_uid(3)]);
+    // ... and is listed for the administrator
+    let (s, v) = get(node, &r.admin, "/api/unlinked");
+    assert_eq!(s, 200, "{v}");
+    let unlinked: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            format!(
+                "{}|{}",
+                u["local"]["issuer"].as_str().unwrap(),
+                u["local"]["patient_id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(unlinked, vec!["1310000001|999".to_string()]);
+    // EMS sees no images, break-glass or not
+    assert_eq!(qido(node, &r.ems, &rid).0, Vec::<String>::new());
+
+    // consent withdrawn: sharing stops at once; A still sees its own
+    let (s, v) = post(
+        node,
+        &r.admin,
+        &format!("/api/patients/{rid}/consent"),
+        &json!({"given": false}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(findscu(node, "WS_C", &rid).0, Vec::<String>::new());
+    assert_eq!(qido(node, &r.doctor_c, &rid).0, Vec::<String>::new());
+    assert_eq!(qido(node, &r.doctor_a, &rid).0, vec![study_uid(1)]);
+
+    // the trail of the patient names who looked
+    let (s, v) = get(node, &r.doctor_a, &format!("/api/audit?patient={rid}"));
+    assert_eq!(s, 200, "{v}");
+    let actions: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for a in [
+        "enrol",
+        "link",
+        "card issue",
+        "check-in",
+        "C-FIND",
+        "consent",
+    ] {
+        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+    }
+    let (s, v) = get(
+        node,
+        &r.doctor_a,
+        &format!("/fhir/AuditEvent?patient={rid}"),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["resourceType"], "Bundle");
+    assert!(v["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["resource"]["resourceType"] == "AuditEvent"));
+    // facility C is not the patient's facility: its users do not read the trail
+    assert_eq!(
+        get(node, &r.doctor_c, &format!("/api/audit?patient={rid}")).0,
+        403
+    );
+}
+
+#[test]
+fn audit_chain_verifies_and_a_flipped_byte_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut r = region(&data);
+    let rid = enroll(&r);
+    let (s, _) = get(&r.node, &r.doctor_c, &format!("/fhir/Patient/{rid}"));
+    assert_eq!(s, 403);
+    let o = r.node.admin(&["audit", "verify"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{out}");
+    assert!(out.starts_with("audit chain intact"), "{out}");
+    r.node.stop();
+
+    // flip one byte in the middle of record 3's stored value
+    {
+        use renkei_store::keys::CF_AUDIT;
+        let index = renkei_store::index::Index::open(&data.join("index")).unwrap();
+        let mut key = vec![b's'];
+        key.extend_from_slice(&3u64.to_be_bytes());
+        let mut v = index.get_raw(CF_AUDIT, &key).unwrap().expect("record 3");
+        let mid = v.len() / 2;
+        v[mid] ^= 0x01;
+        let mut b = index.batch();
+        b.put_bytes(CF_AUDIT, &key, &v).unwrap();
+        b.commit().unwrap();
+    }
+    let o = r.node.admin(&["audit", "verify"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        !o.status.success(),
+        "a flipped byte must fail verification: {out}"
+    );
+    assert!(
+        out.contains("record 3"),
+        "the altered record is named: {out}"
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_4xx_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = region(&dir.path().join("data"));
+    let node = &r.node;
+    let rid = enroll(&r);
+    let records = |node: &Node| {
+        let o = node.admin(&["audit", "verify"]);
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let patient =
+        |node: &Node| get(node, &r.admin, &format!("/api/patients/{rid}")).1["patient"].clone();
+    let before = patient(node);
+
+    // unknown card (well-formed, Luhn-valid, never issued)
+    let (s, v) = post(
+        node,
+        &r.nurse_c,
+        "/api/encounters/checkin",
+        &json!({"card": "9000000000000001"}),
+    );
+    assert_eq!(s, 404, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("unknown card"),
+        "{v}"
+    );
+    // mistyped card: the check digit catches it
+    let (s, v) = post(
+        node,
+        &r.nurse_c,
+        "/api/encounters/checkin",
+        &json!({"card": "9000000000000002"}),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("check digit"), "{v}");
+
+    // malformed regional ID: one digit changed
+    let mut typo = rid.clone().into_bytes();
+    typo[3] = if typo[3] == b'0' { b'1' } else { b'0' };
+    let typo = String::from_utf8(typo).unwrap();
+    let (s, v) = get(node, &r.doctor_c, &format!("/fhir/Patient/{typo}"));
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["resourceType"], "OperationOutcome");
+    assert!(
+        v["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("check digit"),
+        "{v}"
+    );
+    let (s, v) = post(
+        node,
+        &r.admin,
+        &format!("/api/patients/{typo}/links"),
+        &json!({"issuer": "1310000001", "patient_id": "1"}),
+    );
+    assert_eq!(s, 400, "{v}");
+
+    // expired token
+    let (s, b) = post(
+        node,
+        &r.admin,
+        "/api/users",
+        &json!({"name": "short", "facility": "1310000003", "role": "doctor", "token_ttl_secs": 1}),
+    );
+    assert_eq!(s, 201, "{b}");
+    let short = b["token"]["token"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (s, v) = get(node, &short, "/dicom-web/studies");
+    assert_eq!(s, 401, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("expired"), "{v}");
+    // no token, unknown token, revoked token
+    let (s, v) = node.http_as(None, "GET", "/api/whoami", None).unwrap();
+    assert_eq!(s, 401, "{v}");
+    assert_eq!(get(node, "rk_0000", "/api/whoami").0, 401);
+    let (_, who) = get(node, &r.doctor_c, "/api/whoami");
+    let (s, v) = node
+        .http_as(
+            Some(&r.doctor_c),
+            "DELETE",
+            &format!("/api/tokens/{}", who["token_id"].as_str().unwrap()),
+            None,
+        )
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = get(node, &r.doctor_c, "/api/whoami");
+    assert_eq!(s, 401);
+    assert!(v["detail"].as_str().unwrap().contains("revoked"), "{v}");
+    // /healthz needs none
+    assert_eq!(node.http_as(None, "GET", "/healthz", None).unwrap().0, 200);
+
+    // wrong role
+    let (s, v) = post(
+        node,
+        &r.ems,
+        "/api/encounters/checkin",
+        &json!({"card": "9000000000000001"}),
+    );
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = post(
+        node,
+        &r.nurse_c,
+        "/api/facilities",
+        &json!({"code": "X1", "name": "x", "kind": "clinic"}),
+    );
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("facility-admin")
+            || v["detail"].as_str().unwrap().contains("administer"),
+        "{v}"
+    );
+    let (s, v) = post(
+        node,
+        &r.doctor_a,
+        "/api/users",
+        &json!({"name": "x", "facility": "1310000001", "role": "regional-admin"}),
+    );
+    assert_eq!(s, 403, "{v}");
+    // bad JSON and unknown names
+    let (s, v) = node
+        .http_as(Some(&r.admin), "POST", "/api/facilities", Some("{not json"))
+        .unwrap();
+    assert!(s == 400 || s == 422, "{s} {v}");
+    let (s, v) = post(
+        node,
+        &r.admin,
+        "/api/users",
+        &json!({"name": "x", "facility": "1310000003", "role": "surgeon"}),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("surgeon"), "{v}");
+    let (s, v) = post(
+        node,
+        &r.admin,
+        "/api/facilities",
+        &json!({"code": "1310000001", "name": "dup", "kind": "clinic"}),
+    );
+    assert_eq!(s, 409, "{v}");
+
+    // nothing changed: the patient record is as enrolled, the facilities are four
+    assert_eq!(patient(node), before);
+    let (_, f) = get(node, &r.admin, "/api/facilities");
+    assert_eq!(f.as_array().unwrap().len(), 4);
+    assert!(records(node).starts_with("audit chain intact"));
+}
