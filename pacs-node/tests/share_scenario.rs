@@ -144,6 +144,23 @@ struct Region {
 fn region(data: &Path) -> Region {
     let node = Node::start(data);
     let admin = node.admin_token();
+    assert!(
+        admin.starts_with("rk_"),
+        "the first start writes the administrator's token"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("admin.token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "admin.token is the owner's only");
+    }
+    assert!(
+        node.log_text().contains("admin.token"),
+        "the log says where the token is"
+    );
     for (code, kind, ae) in [
         ("1310000001", "hospital", "MOD_A"),
         ("1310000002", "imaging-centre", "MOD_B"),
@@ -276,6 +293,31 @@ fn two_facilities_same_local_id_found_under_regional_id_only_with_relationship()
     assert_eq!(unlinked, vec!["1310000001|999".to_string()]);
     // EMS sees no images, break-glass or not
     assert_eq!(qido(node, &r.ems, &rid).0, Vec::<String>::new());
+
+    // consent may exclude one facility, or one category of data
+    let consent = |body: Value| {
+        let (s, v) = post(
+            node,
+            &r.admin,
+            &format!("/api/patients/{rid}/consent"),
+            &body,
+        );
+        assert_eq!(s, 200, "{v}");
+    };
+    consent(json!({"given": true, "excluded_facilities": ["1310000003"]}));
+    assert_eq!(
+        findscu(node, "WS_C", &rid).0,
+        Vec::<String>::new(),
+        "facility excluded"
+    );
+    consent(json!({"given": true, "excluded_categories": ["imaging"]}));
+    assert_eq!(
+        qido(node, &r.doctor_c, &rid).0,
+        Vec::<String>::new(),
+        "imaging excluded"
+    );
+    consent(json!({"given": true}));
+    assert_eq!(qido(node, &r.doctor_c, &rid).0, both);
 
     // consent withdrawn: sharing stops at once; A still sees its own
     let (s, v) = post(

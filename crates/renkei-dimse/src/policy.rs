@@ -118,7 +118,13 @@ impl AccessControl for AssociationAccess {
         _called_ae_title: &str,
         user_identity: Option<&UserIdentity>,
     ) -> Result<(), AssociationRJServiceUserReason> {
-        if !self.accept.allows(calling_ae_title) {
+        // an AE title registered to a facility is known to the node as much as a
+        // configured remote AE is
+        let registered = self
+            .share
+            .as_ref()
+            .is_some_and(|s| s.facility_of_ae(calling_ae_title).is_some());
+        if !registered && !self.accept.allows(calling_ae_title) {
             return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
         }
         let (Some(share), Some(identity)) = (&self.share, user_identity) else {
