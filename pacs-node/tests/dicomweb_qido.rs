@@ -22,6 +22,7 @@ fn script() -> PathBuf {
 /// Run queries through dicomweb-client; one answer per query.
 fn qido(node: &Node, queries: Value) -> Vec<Value> {
     let mut child = Command::new(peer_python())
+        .env("RENKEI_TOKEN", node.admin_token())
         .arg(script())
         .arg("search")
         .arg(format!("http://127.0.0.1:{}/dicom-web", node.http_port))
@@ -380,15 +381,25 @@ fn qido_answers_match_the_files_and_c_find() {
     }
 }
 
-/// A raw HTTP/1.1 request with headers, from `from` (a local address) to `to`:
-/// (status, head, body).
+/// A raw HTTP/1.1 request to `node` with headers, from `from` (a local address, to the
+/// node on that address) or on loopback, as the node's administrator (no credentials on
+/// a CORS preflight): (status, head, body).
 fn raw(
-    to: (IpAddr, u16),
+    node: &Node,
     from: Option<IpAddr>,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String, String) {
+    let to = (
+        from.unwrap_or_else(|| "127.0.0.1".parse().unwrap()),
+        node.http_port,
+    );
+    let auth = format!("Bearer {}", node.admin_token());
+    let mut headers = headers.to_vec();
+    if method != "OPTIONS" {
+        headers.push(("Authorization", &auth));
+    }
     let mut s = match from {
         None => TcpStream::connect(to).unwrap(),
         Some(ip) => {
@@ -396,7 +407,7 @@ fn raw(
             // so go through curl
             let mut cmd = Command::new("curl");
             cmd.args(["-s", "-i", "-X", method, "--interface", &ip.to_string()]);
-            for (k, v) in headers {
+            for (k, v) in &headers {
                 cmd.args(["-H", &format!("{k}: {v}")]);
             }
             let out = cmd
@@ -415,7 +426,7 @@ fn raw(
     };
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for (k, v) in headers {
+    for (k, v) in &headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
@@ -430,10 +441,6 @@ fn raw(
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (status, head.to_ascii_lowercase(), body.to_string())
-}
-
-fn local(node: &Node) -> (IpAddr, u16) {
-    ("127.0.0.1".parse().unwrap(), node.http_port)
 }
 
 #[test]
@@ -461,7 +468,7 @@ fn qido_rejects_bad_requests() {
         "/dicom-web/studies?Modality=CT",
         "/dicom-web/studies/1.2.3x/series",
     ] {
-        let (status, head, body) = raw(local(&node), None, "GET", path, &[]);
+        let (status, head, body) = raw(&node, None, "GET", path, &[]);
         assert_eq!(status, 400, "{path}: {body}");
         assert!(head.contains("content-type: application/json"), "{head}");
         let problem: Value = serde_json::from_str(&body).unwrap();
@@ -481,7 +488,7 @@ fn qido_rejects_bad_requests() {
         "text/html",
     ] {
         let (status, _, body) = raw(
-            local(&node),
+            &node,
             None,
             "GET",
             "/dicom-web/studies",
@@ -496,7 +503,7 @@ fn qido_rejects_bad_requests() {
         ("*/*", "application/dicom+json"),
     ] {
         let (status, head, body) = raw(
-            local(&node),
+            &node,
             None,
             "GET",
             "/dicom-web/studies?PatientName=Yamada*",
@@ -515,7 +522,7 @@ fn qido_rejects_bad_requests() {
     }
     // no match: 200 with an empty array (CP-2473), not 204
     let (status, _, body) = raw(
-        local(&node),
+        &node,
         None,
         "GET",
         "/dicom-web/studies?PatientID=nobody",
@@ -555,23 +562,19 @@ fn qido_access_hook_and_cors() {
         &["--config", config.to_str().unwrap()],
     );
     let me = non_loopback_address();
-    let there = (me, node.http_port);
 
     // loopback: allowed; another address: 403 with a problem body
-    assert_eq!(
-        raw(local(&node), None, "GET", "/dicom-web/studies", &[]).0,
-        200
-    );
-    let (status, _, body) = raw(there, Some(me), "GET", "/dicom-web/studies", &[]);
+    assert_eq!(raw(&node, None, "GET", "/dicom-web/studies", &[]).0, 200);
+    let (status, _, body) = raw(&node, Some(me), "GET", "/dicom-web/studies", &[]);
     assert_eq!(status, 403, "{body}");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["status"], 403);
     // the hook guards DICOMweb only
-    assert_eq!(raw(there, Some(me), "GET", "/healthz", &[]).0, 200);
+    assert_eq!(raw(&node, Some(me), "GET", "/healthz", &[]).0, 200);
 
     // CORS preflight for the configured origin, none for another
     let preflight = |origin: &str| {
         raw(
-            local(&node),
+            &node,
             None,
             "OPTIONS",
             "/dicom-web/studies",
@@ -592,7 +595,7 @@ fn qido_access_hook_and_cors() {
     let (_, head, _) = preflight("http://evil.example");
     assert!(!head.contains("access-control-allow-origin"), "{head}");
     let (_, head, _) = raw(
-        local(&node),
+        &node,
         None,
         "GET",
         "/dicom-web/studies",
@@ -606,13 +609,7 @@ fn qido_access_hook_and_cors() {
     // dicomweb_allow_remote = true opens it
     write_config(true);
     node.restart();
-    let (status, _, body) = raw(
-        (me, node.http_port),
-        Some(me),
-        "GET",
-        "/dicom-web/studies",
-        &[],
-    );
+    let (status, _, body) = raw(&node, Some(me), "GET", "/dicom-web/studies", &[]);
     assert_eq!(status, 200, "{body}");
 }
 
@@ -630,7 +627,7 @@ fn qido_caps_results_with_a_warning() {
     assert!(storescu(&node, &files).status.success());
 
     let get = |path: &str| {
-        let (status, head, body) = raw(local(&node), None, "GET", path, &[]);
+        let (status, head, body) = raw(&node, None, "GET", path, &[]);
         assert_eq!(status, 200, "{path}: {body}");
         let n = serde_json::from_str::<Value>(&body)
             .unwrap()

@@ -70,6 +70,7 @@ fn wado_answers_match_the_files() {
     let node = Node::start(&tmp.path().join("data"));
     let files = load_corpus(&node);
     let out = Command::new(peer_python())
+        .env("RENKEI_TOKEN", node.admin_token())
         .arg(script())
         .arg("check")
         .arg(format!("http://127.0.0.1:{}/dicom-web", node.http_port))
@@ -205,7 +206,9 @@ fn stream(node: &Node, path: &str, accept: &str) -> Streamed {
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAccept: {accept}\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAccept: {accept}\r\n\
+         Authorization: Bearer {}\r\n\r\n",
+        node.admin_token()
     )
     .unwrap();
     let rss_before = rss_kib(pid);
@@ -337,4 +340,228 @@ fn streaming_a_large_study_keeps_memory_flat() {
         "RSS grew by {} KiB while converting",
         r.rss_peak - r.rss_before
     );
+}
+
+/// A raw HTTP/1.1 request as the node's administrator: (status, headers in lower case,
+/// body with any chunked transfer coding removed).
+fn request(
+    node: &Node,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", node.http_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\
+         Authorization: Bearer {}\r\nContent-Length: {}\r\n",
+        node.http_port,
+        node.admin_token(),
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of the response head");
+    let text = String::from_utf8_lossy(&buf[..end]).to_string();
+    let mut lines = text.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = buf[end + 4..].to_vec();
+    if header(&headers, "transfer-encoding") == Some("chunked") {
+        body = dechunk(&body);
+    }
+    (status, headers, body)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = b.windows(2).position(|w| w == b"\r\n").expect("chunk size");
+        let size = std::str::from_utf8(&b[..line_end]).unwrap();
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[line_end + 2..line_end + 2 + size]);
+        b = &b[line_end + 2 + size + 2..];
+    }
+}
+
+/// `gzip -dc`: the decompressed bytes (a stream the client could not read fails here).
+fn gunzip(data: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("gzip")
+        .arg("-dc")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "not a gzip stream");
+    out.stdout
+}
+
+/// An answer asked with and without `Accept-Encoding: gzip`: (gzip answer's headers,
+/// plain body, gzip body decompressed).
+fn both_ways(
+    node: &Node,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (Vec<(String, String)>, Vec<u8>, Vec<u8>) {
+    let (status, plain_headers, plain) = request(node, method, path, headers, body);
+    assert!(header(&plain_headers, "content-encoding").is_none());
+    let mut gz_headers = headers.to_vec();
+    gz_headers.push(("Accept-Encoding", "gzip, deflate, br"));
+    let (gz_status, h, gz) = request(node, method, path, &gz_headers, body);
+    assert_eq!(status, gz_status, "{path}");
+    assert_eq!(
+        header(&h, "content-encoding"),
+        Some("gzip"),
+        "{path}: {h:?}"
+    );
+    assert!(
+        header(&h, "vary").is_some_and(|v| v.contains("accept-encoding")),
+        "{h:?}"
+    );
+    (h, plain, gunzip(&gz))
+}
+
+#[test]
+fn json_answers_are_gzipped_and_multipart_is_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let files = load_corpus(&node);
+    // the study with the most instances: its metadata is streamed, one instance at a time
+    let mut per_study: BTreeMap<String, Vec<&PathBuf>> = BTreeMap::new();
+    for f in &files {
+        per_study
+            .entry(file_attr(f, dicom_dictionary_std::tags::STUDY_INSTANCE_UID))
+            .or_default()
+            .push(f);
+    }
+    let (study, members) = per_study
+        .iter()
+        .max_by_key(|(_, v)| v.len())
+        .expect("a study");
+    assert!(members.len() >= 2, "{per_study:?}");
+    let study_path = format!("/dicom-web/studies/{study}");
+
+    // QIDO-RS results
+    let (_, plain, unzipped) =
+        both_ways(&node, "GET", "/dicom-web/series?includefield=all", &[], b"");
+    assert_eq!(unzipped, plain);
+    let found = serde_json::from_slice::<Value>(&plain).unwrap();
+    assert!(found.as_array().unwrap().len() > 10, "{found}");
+
+    // streamed study metadata: compressed as a stream, the same JSON
+    let meta = format!("{study_path}/metadata");
+    let (h, plain, unzipped) = both_ways(&node, "GET", &meta, &[], b"");
+    assert_eq!(unzipped, plain);
+    let v: Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), members.len());
+    assert_eq!(header(&h, "transfer-encoding"), Some("chunked"), "{h:?}");
+    // another representation: a weak ETag, which If-None-Match still matches
+    let etag = header(&h, "etag").expect("ETag").to_string();
+    assert!(etag.starts_with("W/\""), "{etag}");
+    let (status, _, _) = request(
+        &node,
+        "GET",
+        &meta,
+        &[("Accept-Encoding", "gzip"), ("If-None-Match", &etag)],
+        b"",
+    );
+    assert_eq!(status, 304);
+    let (_, plain_headers, _) = request(&node, "GET", &meta, &[], b"");
+    assert_eq!(
+        header(&plain_headers, "etag"),
+        Some(etag.trim_start_matches("W/"))
+    );
+
+    // a problem body (404)
+    let (_, plain, unzipped) = both_ways(
+        &node,
+        "GET",
+        "/dicom-web/studies/1.2.3.4.5.6/metadata",
+        &[],
+        b"",
+    );
+    assert_eq!(unzipped, plain);
+    let problem = serde_json::from_slice::<Value>(&plain).unwrap();
+    assert_eq!(problem["status"], 404, "{problem}");
+
+    // a STOW-RS answer
+    let ct = std::fs::read(corpus("valid/CT_small.dcm")).unwrap();
+    let mut body = b"--b0\r\nContent-Type: application/dicom\r\n\r\n".to_vec();
+    body.extend_from_slice(&ct);
+    body.extend_from_slice(b"\r\n--b0--\r\n");
+    let stow_type = [(
+        "Content-Type",
+        "multipart/related; type=\"application/dicom\"; boundary=b0",
+    )];
+    let (_, plain, unzipped) = both_ways(&node, "POST", "/dicom-web/studies", &stow_type, &body);
+    assert_eq!(unzipped, plain);
+    assert!(serde_json::from_slice::<Value>(&plain).unwrap()["00081199"].is_object());
+
+    // a client that does not take gzip gets none
+    let (_, h, _) = request(
+        &node,
+        "GET",
+        &meta,
+        &[("Accept-Encoding", "identity, gzip;q=0")],
+        b"",
+    );
+    assert!(header(&h, "content-encoding").is_none(), "{h:?}");
+
+    // multipart and images: never compressed, the length still known
+    for (path, accept) in [
+        (
+            study_path.clone(),
+            "multipart/related; type=\"application/dicom\"",
+        ),
+        (format!("{study_path}/thumbnail"), "image/jpeg"),
+    ] {
+        let (status, h, body) = request(
+            &node,
+            "GET",
+            &path,
+            &[("Accept", accept), ("Accept-Encoding", "gzip")],
+            b"",
+        );
+        assert_eq!(status, 200, "{path}");
+        assert!(header(&h, "content-encoding").is_none(), "{path}: {h:?}");
+        assert_eq!(
+            header(&h, "content-length").map(|l| l.parse::<usize>().unwrap()),
+            Some(body.len()),
+            "{path}: {h:?}"
+        );
+    }
 }

@@ -17,6 +17,8 @@ pub enum ApiError {
     NotFound(String),
     /// None of the media types the client accepts can be produced (406).
     NotAcceptable(String),
+    /// The request body is larger than the node takes (413), with the limit in words.
+    PayloadTooLarge(String),
     /// The change conflicts with what is stored (409).
     Conflict(String),
     /// Something failed inside the node; logged, not shown.
@@ -39,6 +41,7 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(d) => problem(StatusCode::CONFLICT, d),
             ApiError::NotFound(d) => problem(StatusCode::NOT_FOUND, d),
             ApiError::NotAcceptable(d) => problem(StatusCode::NOT_ACCEPTABLE, d),
+            ApiError::PayloadTooLarge(d) => problem(StatusCode::PAYLOAD_TOO_LARGE, d),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (

@@ -13,8 +13,10 @@ Usage:
   qido_dicomweb_client.py originals FILE...
       prints a JSON list, one entry per file: the UIDs, a few attributes and the three
       PatientName groups as pydicom decodes them (Specific Character Set, ISO 2022 too).
+The node's bearer token is taken from $RENKEI_TOKEN.
 """
 import json
+import os
 import sys
 
 import pydicom
@@ -23,8 +25,13 @@ from dicomweb_client.api import DICOMwebClient
 import requests
 
 
+# the node's bearer token (HTTP needs one on every route but /healthz)
+AUTH = ({"Authorization": f"Bearer {os.environ['RENKEI_TOKEN']}"}
+        if os.environ.get("RENKEI_TOKEN") else {})
+
+
 def search(base_url):
-    client = DICOMwebClient(url=base_url)
+    client = DICOMwebClient(url=base_url, headers=AUTH)
     out = []
     for q in json.load(sys.stdin):
         kwargs = {

@@ -10,6 +10,7 @@ Usage:
       {"status": HTTP status, "content_type": str, "response": the answer's JSON,
        "parsed_referenced": n, "parsed_failed": n (items of the answer as dicomweb-client
        parsed it, or null on an HTTP error), "sent": [SENT_DIR/NNNN.dcm, ...]}
+The node's bearer token is taken from $RENKEI_TOKEN.
 """
 import json
 import os
@@ -19,6 +20,11 @@ from io import BytesIO
 import pydicom
 import requests
 from dicomweb_client.api import DICOMwebClient
+
+
+# the node's bearer token (HTTP needs one on every route but /healthz)
+AUTH = ({"Authorization": f"Bearer {os.environ['RENKEI_TOKEN']}"}
+        if os.environ.get("RENKEI_TOKEN") else {})
 
 
 def main():
@@ -38,7 +44,7 @@ def main():
                 f.write(b.getvalue())
         sent.append(path)
 
-    client = DICOMwebClient(url=base_url)
+    client = DICOMwebClient(url=base_url, headers=AUTH)
     answers = []
     client._session.hooks["response"].append(lambda r, *a, **k: answers.append(r))
     parsed_referenced = parsed_failed = None

@@ -11,9 +11,11 @@ Usage:
                     "rendered", "thumbnail", "bulk", "explicit_le"}], "study": {..},
          "errors": {..}}
       where each check is "ok", "skip: why" or a description of the mismatch.
+The node's bearer token is taken from $RENKEI_TOKEN.
 """
 import io
 import json
+import os
 import sys
 import time
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +26,15 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from pydicom.pixels import pixel_array
+
+
+# the node's bearer token (HTTP needs one on every route but /healthz)
+AUTH = ({"Authorization": f"Bearer {os.environ['RENKEI_TOKEN']}"}
+        if os.environ.get("RENKEI_TOKEN") else {})
+
+# every plain request as the node's user
+http = requests.Session()
+http.headers.update(AUTH)
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 JPEG_LS = "1.2.840.10008.1.2.4.80"
@@ -202,7 +213,7 @@ def check_file(client, path):
     except Exception as e:
         res["rendered"] = f"error: {e!r}"[:300]
     try:
-        r = requests.get(f"{client.base_url}/studies/{st}/series/{se}/instances/{sop}/thumbnail",
+        r = http.get(f"{client.base_url}/studies/{st}/series/{se}/instances/{sop}/thumbnail",
                          headers={"Accept": "image/jpeg"})
         r.raise_for_status()
         t = Image.open(io.BytesIO(r.content))
@@ -265,7 +276,7 @@ def check_file(client, path):
 
 
 def check(base_url, files):
-    client = DICOMwebClient(url=base_url)
+    client = DICOMwebClient(url=base_url, headers=AUTH)
     out = {"files": [check_file(client, f) for f in files]}
     # the study with the most instances: every one of them, as stored
     per_study = {}
@@ -306,18 +317,18 @@ def check(base_url, files):
     base = f"{base_url}/studies/{nd.StudyInstanceUID}/series/{nd.SeriesInstanceUID}" \
            f"/instances/{nd.SOPInstanceUID}"
     raw = {
-        "unknown_media_type": requests.get(base, headers={"Accept": "text/html"}).status_code,
-        "bad_frame_list": requests.get(base + "/frames/1,x").status_code,
-        "rendered_gif": requests.get(base + "/rendered",
+        "unknown_media_type": http.get(base, headers={"Accept": "text/html"}).status_code,
+        "bad_frame_list": http.get(base + "/frames/1,x").status_code,
+        "rendered_gif": http.get(base + "/rendered",
                                      headers={"Accept": "image/gif"}).status_code,
-        "bad_window": requests.get(base + "/rendered?window=40").status_code,
+        "bad_window": http.get(base + "/rendered?window=40").status_code,
     }
-    meta = requests.get(base + "/metadata").json()
+    meta = http.get(base + "/metadata").json()
     raw["bulk_uri"] = meta[0].get("7FE00010", {}).get("BulkDataURI", "")
-    r = requests.get(base)
+    r = http.get(base)
     raw["etag"] = r.headers.get("ETag")
     raw["content_length_ok"] = r.headers.get("Content-Length") == str(len(r.content))
-    raw["not_modified"] = requests.get(base, headers={"If-None-Match": r.headers.get("ETag", "")}
+    raw["not_modified"] = http.get(base, headers={"If-None-Match": r.headers.get("ETag", "")}
                                        ).status_code
     out["errors"].update(raw)
     print(json.dumps(out))

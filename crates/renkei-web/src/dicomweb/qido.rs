@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 
 use axum::extract::{Path, Query as UrlQuery, State};
-use axum::http::header::{ACCEPT, CONTENT_TYPE, HOST};
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -29,10 +29,10 @@ use renkei_share::{Actor, AuditEvent, Principal, Share};
 use renkei_store::Store;
 
 use super::json::{attribute_from_text, dictionary_vr, tag_key};
+use super::{base_url, path_uid};
 use crate::{ApiError, AppState};
 
-/// `application/dicom+json`, the media type of search results (PS3.18 Annex F).
-pub const DICOM_JSON: &str = "application/dicom+json";
+pub use super::DICOM_JSON;
 
 /// The Warning header sent when the node's result cap cut the answer: PS3.18 has the
 /// origin server that returns fewer matches than exist say so with a 299 warning, and the
@@ -318,13 +318,6 @@ struct Resource {
     series: Option<String>,
 }
 
-fn path_uid(uid: &str) -> Result<String, ApiError> {
-    if uid.is_empty() || uid.len() > 64 || !uid.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return Err(bad(format!("{uid:?} is not a UID")));
-    }
-    Ok(uid.to_string())
-}
-
 /// The media type to answer with, from `Accept` (or the `accept` query parameter):
 /// DICOM JSON, or plain JSON for a client that asks only for that; else 406.
 fn negotiate(headers: &HeaderMap, uri: &Uri) -> Result<&'static str, ApiError> {
@@ -348,31 +341,8 @@ fn negotiate(headers: &HeaderMap, uri: &Uri) -> Result<&'static str, ApiError> {
                 }),
         );
     }
-    if ranges.is_empty() {
-        return Ok(DICOM_JSON);
-    }
-    let types: Vec<String> = ranges
-        .iter()
-        .map(|r| {
-            r.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .collect();
-    if types
-        .iter()
-        .any(|t| t == DICOM_JSON || t == "*/*" || t == "application/*")
-    {
-        Ok(DICOM_JSON)
-    } else if types.iter().any(|t| t == "application/json") {
-        Ok("application/json")
-    } else {
-        Err(ApiError::NotAcceptable(format!(
-            "search results are available as {DICOM_JSON} or application/json only"
-        )))
-    }
+    let types: Vec<String> = ranges.iter().map(|r| super::essence(r)).collect();
+    super::json_media(types.iter().map(String::as_str), "search results are")
 }
 
 /// One search, ready to run on the blocking pool.
@@ -724,14 +694,6 @@ fn keyword(tag: Tag) -> String {
         .unwrap_or_else(|| tag_key(tag))
 }
 
-/// `http://HOST/dicom-web` from the request's Host header (relative without one).
-fn base_url(headers: &HeaderMap) -> String {
-    match headers.get(HOST).and_then(|h| h.to_str().ok()) {
-        Some(host) if !host.is_empty() => format!("http://{host}/dicom-web"),
-        _ => "/dicom-web".to_string(),
-    }
-}
-
 async fn search(
     state: AppState,
     principal: Principal,
@@ -760,96 +722,40 @@ async fn search(
     Ok(response)
 }
 
-/// `GET /dicom-web/studies`
-pub(super) async fn studies(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    let resource = Resource {
-        target: Level::Study,
-        study: None,
-        series: None,
-    };
-    search(state, principal, resource, headers, uri).await
+/// The segments of a QIDO-RS path; those a route lacks are None.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct SearchPath {
+    study: Option<String>,
+    series: Option<String>,
 }
 
-/// `GET /dicom-web/series`
-pub(super) async fn all_series(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    let resource = Resource {
-        target: Level::Series,
-        study: None,
-        series: None,
-    };
-    search(state, principal, resource, headers, uri).await
+impl SearchPath {
+    /// The resource searched at `target`, the path's UIDs checked.
+    fn resource(self, target: Level) -> Result<Resource, ApiError> {
+        Ok(Resource {
+            target,
+            study: self.study.as_deref().map(path_uid).transpose()?,
+            series: self.series.as_deref().map(path_uid).transpose()?,
+        })
+    }
 }
 
-/// `GET /dicom-web/instances`
-pub(super) async fn all_instances(
+/// `GET /dicom-web/studies`, `/series`, `/instances`, and below a study or series
+/// (`/studies/{study}/series`, `…/instances`): the level searched is the path's last
+/// segment, as the routes name it.
+pub(super) async fn search_route(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    Path(path): Path<SearchPath>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let resource = Resource {
-        target: Level::Image,
-        study: None,
-        series: None,
+    let target = match uri.path().trim_end_matches('/').rsplit('/').next() {
+        Some("studies") => Level::Study,
+        Some("series") => Level::Series,
+        _ => Level::Image,
     };
-    search(state, principal, resource, headers, uri).await
-}
-
-/// `GET /dicom-web/studies/{study}/series`
-pub(super) async fn study_series(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Path(study): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    let resource = Resource {
-        target: Level::Series,
-        study: Some(path_uid(&study)?),
-        series: None,
-    };
-    search(state, principal, resource, headers, uri).await
-}
-
-/// `GET /dicom-web/studies/{study}/instances`
-pub(super) async fn study_instances(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Path(study): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    let resource = Resource {
-        target: Level::Image,
-        study: Some(path_uid(&study)?),
-        series: None,
-    };
-    search(state, principal, resource, headers, uri).await
-}
-
-/// `GET /dicom-web/studies/{study}/series/{series}/instances`
-pub(super) async fn series_instances(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Path((study, series)): Path<(String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    let resource = Resource {
-        target: Level::Image,
-        study: Some(path_uid(&study)?),
-        series: Some(path_uid(&series)?),
-    };
+    let resource = path.resource(target)?;
     search(state, principal, resource, headers, uri).await
 }
 

@@ -1,6 +1,7 @@
 //! STOW-RS, the Store Instances transaction (PS3.18 10.5): `POST /dicom-web/studies` and
 //! `POST /dicom-web/studies/{study}` with a `multipart/related; type="application/dicom"`
-//! body, one PS3.10 file per part.
+//! body, one PS3.10 file per part, or a `multipart/related; type="application/dicom+json"`
+//! body of metadata and bulk data parts (`stow_bulk.rs`).
 //!
 //! The body is parsed as a stream (`multer` over axum's body stream), never collected. Of
 //! each part the node keeps at most its first [`HEAD_LIMIT`] bytes in memory, to read the
@@ -14,16 +15,20 @@
 //! JSON data set with ReferencedSOPSequence and FailedSOPSequence; 200 when every instance
 //! was stored without warning, 202 when some failed or carry a warning, 409 when all
 //! failed.
-//! Only `application/dicom` parts are taken: metadata-and-bulk-data bodies
-//! (`application/dicom+json`, `+xml`) get 415.
+//! XML metadata (`application/dicom+xml`) gets 415.
+//!
+//! A body larger than the node's `max_stow_bytes` is answered 413: at once when its
+//! Content-Length says so, else when the streamed body grows past it (instances received
+//! whole before that stay stored). Every stored instance goes to the same post-store hooks
+//! as a C-STORE: the DICOM metrics and the storage-compression queue.
 
 use std::io::{Cursor, Read};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::header::{ACCEPT, CONTENT_TYPE, HOST, WARNING};
+use axum::http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, WARNING};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -36,13 +41,12 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use serde_json::{json, Map, Value};
 
 use renkei_model::uid::{is_valid_uid, trim_uid};
+use renkei_model::InstanceRecord;
 use renkei_store::{Ingest, IngestMeta, IngestOutcome, Store, StoreError};
 
 use super::json::tag_key;
+use super::{base_url, DICOM_JSON};
 use crate::{ApiError, AppState};
-
-/// `application/dicom+json`, the default media type of the answer (PS3.18 10.5.3).
-const DICOM_JSON: &str = "application/dicom+json";
 
 /// Most bytes of one part kept in memory to find its file meta group and the data set's
 /// UIDs (they come first in any ordinary object).
@@ -53,6 +57,15 @@ const FIRST_LOOK: usize = 16 * 1024;
 
 /// Largest file meta group accepted (PS3.10 7.1; ours is about 200 bytes).
 const MAX_META: usize = 64 * 1024;
+
+/// What the parts of a request are (the `type` parameter of its Content-Type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parts {
+    /// PS3.10 files (`application/dicom`, or no `type`).
+    Files,
+    /// DICOM JSON metadata and bulk data (`application/dicom+json`).
+    MetadataAndBulk,
+}
 
 /// Failure Reason (0008,1197) and Warning Reason (0008,1196) values (PS3.18 10.5.3,
 /// from PS3.4 B.2.3 and C.14.1.1).
@@ -94,30 +107,30 @@ pub(super) async fn study(
     stow(state, Some(study), headers, body).await
 }
 
-/// What became of one part.
+/// What became of one part (or one instance of a metadata part).
 #[derive(Debug)]
-struct PartResult {
+pub(super) struct PartResult {
     /// SOP Class UID, as stored or as far as it is known (empty when unknown).
-    class: String,
+    pub(super) class: String,
     /// SOP Instance UID, likewise.
-    instance: String,
-    outcome: Result<Stored, Failure>,
+    pub(super) instance: String,
+    pub(super) outcome: Result<Stored, Failure>,
 }
 
 #[derive(Debug)]
-struct Stored {
+pub(super) struct Stored {
     study: String,
     series: String,
     warning: Option<u16>,
 }
 
 #[derive(Debug)]
-struct Failure {
-    reason: u16,
-    comment: String,
+pub(super) struct Failure {
+    pub(super) reason: u16,
+    pub(super) comment: String,
 }
 
-fn failure(reason: u16, comment: impl Into<String>) -> Failure {
+pub(super) fn failure(reason: u16, comment: impl Into<String>) -> Failure {
     Failure {
         reason,
         comment: comment.into(),
@@ -126,7 +139,7 @@ fn failure(reason: u16, comment: impl Into<String>) -> Failure {
 
 /// The Failure Reason of a store error (as C-STORE maps it, PS3.4 B.2.3; a failure of the
 /// node itself is a processing failure here).
-fn failure_of(e: &StoreError) -> Failure {
+pub(super) fn failure_of(e: &StoreError) -> Failure {
     match e {
         StoreError::OutOfSpace { .. } => failure(reason::OUT_OF_RESOURCES, "out of storage space"),
         StoreError::Unparseable(m) => {
@@ -157,32 +170,14 @@ fn negotiate(headers: &HeaderMap) -> Result<&'static str, ApiError> {
         .iter()
         .filter_map(|h| h.to_str().ok())
         .flat_map(|h| h.split(','))
-        .map(|r| {
-            r.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
+        .map(super::essence)
         .filter(|t| !t.is_empty())
         .collect();
-    if types.is_empty()
-        || types
-            .iter()
-            .any(|t| t == DICOM_JSON || t == "*/*" || t == "application/*")
-    {
-        Ok(DICOM_JSON)
-    } else if types.iter().any(|t| t == "application/json") {
-        Ok("application/json")
-    } else {
-        Err(ApiError::NotAcceptable(format!(
-            "the store response is available as {DICOM_JSON} or application/json only"
-        )))
-    }
+    super::json_media(types.iter().map(String::as_str), "the store response is")
 }
 
 /// A media type and its parameters (names lower-cased, quotes removed).
-fn media_type(value: &str) -> (String, Vec<(String, String)>) {
+pub(super) fn media_type(value: &str) -> (String, Vec<(String, String)>) {
     let mut pieces = value.split(';');
     let essence = pieces
         .next()
@@ -203,17 +198,17 @@ fn media_type(value: &str) -> (String, Vec<(String, String)>) {
     (essence, params)
 }
 
-/// The multipart boundary of a STOW-RS request, or the answer refusing it: 415 for
-/// anything but `multipart/related` of `application/dicom` parts (PS3.18 10.5.1), 400
-/// without a boundary.
-fn request_boundary(headers: &HeaderMap) -> Result<String, (StatusCode, String)> {
+/// The parts and multipart boundary of a STOW-RS request, or the answer refusing it: 415
+/// for anything but `multipart/related` of `application/dicom` or `application/dicom+json`
+/// parts (PS3.18 10.5.1), 400 without a boundary.
+fn request_boundary(headers: &HeaderMap) -> Result<(Parts, String), (StatusCode, String)> {
     let unsupported = |what: &str| {
         (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
-                "{what}: STOW-RS takes multipart/related; type=\"application/dicom\" bodies \
-                 of PS3.10 files only (metadata and bulk data as application/dicom+json or \
-                 +xml are not supported)"
+                "{what}: STOW-RS takes multipart/related bodies of type=\"application/dicom\" \
+                 (PS3.10 files) or type=\"application/dicom+json\" (metadata and bulk data); \
+                 application/dicom+xml is not supported"
             ),
         )
     };
@@ -233,25 +228,18 @@ fn request_boundary(headers: &HeaderMap) -> Result<String, (StatusCode, String)>
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    if let Some(t) = param("type") {
-        if !t.eq_ignore_ascii_case("application/dicom") {
-            return Err(unsupported(&format!("parts of type {t}")));
-        }
-    }
+    let parts = match param("type") {
+        None => Parts::Files,
+        Some(t) if t.eq_ignore_ascii_case("application/dicom") => Parts::Files,
+        Some(t) if t.eq_ignore_ascii_case(DICOM_JSON) => Parts::MetadataAndBulk,
+        Some(t) => return Err(unsupported(&format!("parts of type {t}"))),
+    };
     match param("boundary") {
-        Some(b) if !b.is_empty() => Ok(b.to_string()),
+        Some(b) if !b.is_empty() => Ok((parts, b.to_string())),
         _ => Err((
             StatusCode::BAD_REQUEST,
             "multipart/related without a boundary parameter".to_string(),
         )),
-    }
-}
-
-/// `http://HOST/dicom-web` from the request's Host header (relative without one).
-fn base_url(headers: &HeaderMap) -> String {
-    match headers.get(HOST).and_then(|h| h.to_str().ok()) {
-        Some(host) if !host.is_empty() => format!("http://{host}/dicom-web"),
-        _ => "/dicom-web".to_string(),
     }
 }
 
@@ -262,33 +250,45 @@ async fn stow(
     body: Body,
 ) -> Result<Response, ApiError> {
     let media = negotiate(&headers)?;
-    let boundary = match request_boundary(&headers) {
+    let (parts, boundary) = match request_boundary(&headers) {
         Ok(b) => b,
         Err((status, detail)) => return Ok(problem(status, detail)),
     };
-    let mut multipart = multer::Multipart::new(body.into_data_stream(), boundary);
-    let mut results: Vec<PartResult> = Vec::new();
-    loop {
-        let field = match multipart.next_field().await {
-            Ok(Some(field)) => field,
-            Ok(None) => break,
-            Err(e) => return Ok(malformed(&e, &results)),
-        };
-        match receive_part(&state.store, field, want_study.as_deref()).await {
-            Ok(r) => {
-                if let Err(f) = &r.outcome {
-                    tracing::warn!(
-                        part = results.len() + 1,
-                        sop = %r.instance,
-                        reason = format_args!("{:#06X}", f.reason),
-                        comment = %f.comment,
-                        "STOW-RS: instance not stored"
-                    );
-                }
-                results.push(r);
-            }
-            Err(e) => return Ok(malformed(&e, &results)),
+    let limit = state.dicomweb.max_stow_bytes;
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(len) = declared.filter(|&len| limit > 0 && len > limit) {
+        tracing::warn!(
+            content_length = len,
+            limit,
+            "STOW-RS: body too large, refused"
+        );
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the request body of {len} bytes is larger than this node takes ({limit} bytes)"
+        )));
+    }
+    let constraints = if limit > 0 {
+        multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit))
+    } else {
+        multer::Constraints::new()
+    };
+    let mut multipart =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let mut results = Results {
+        state: &state,
+        list: Vec::new(),
+    };
+    let received = match parts {
+        Parts::Files => receive_files(&mut multipart, want_study.as_deref(), &mut results).await,
+        Parts::MetadataAndBulk => {
+            super::stow_bulk::receive(&mut multipart, want_study.as_deref(), &mut results).await
         }
+    };
+    let results = results.list;
+    if let Err(e) = received {
+        return Ok(broken(&e, &results));
     }
     if results.is_empty() {
         return Ok(problem(
@@ -304,10 +304,102 @@ async fn stow(
     ))
 }
 
-/// 400 for a body that is not a well-formed multipart message (PS3.18 10.5.3.1). Parts
-/// before the damage were stored, and a re-send of them is harmless ("already stored").
-fn malformed(e: &multer::Error, done: &[PartResult]) -> Response {
+/// The Files body: one PS3.10 file a part.
+async fn receive_files(
+    multipart: &mut multer::Multipart<'_>,
+    want_study: Option<&str>,
+    results: &mut Results<'_>,
+) -> Result<(), multer::Error> {
+    while let Some(field) = multipart.next_field().await? {
+        let r = receive_part(results.state, field, want_study).await?;
+        results.push(r);
+    }
+    Ok(())
+}
+
+/// The results of a request so far, and the node's post-store hooks.
+pub(super) struct Results<'a> {
+    pub(super) state: &'a AppState,
+    list: Vec<PartResult>,
+}
+
+impl Results<'_> {
+    /// Add a result: logged when it failed, counted in the DICOM metrics either way.
+    pub(super) fn push(&mut self, r: PartResult) {
+        let metrics = &self.state.metrics;
+        match &r.outcome {
+            Ok(_) => metrics.stores_ok.fetch_add(1, Ordering::Relaxed),
+            Err(f) => {
+                tracing::warn!(
+                    result = self.list.len() + 1,
+                    sop = %r.instance,
+                    reason = format_args!("{:#06X}", f.reason),
+                    comment = %f.comment,
+                    "STOW-RS: instance not stored"
+                );
+                metrics.stores_failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        self.list.push(r);
+    }
+}
+
+/// The hooks of a durable store, as the DICOM side runs them after C-STORE: latency and
+/// duplicate metrics, and the storage-compression queue for new or replaced instances (a
+/// full queue is not waited on; the compressor's sweep catches up).
+pub(super) fn after_store(
+    state: &AppState,
+    outcome: IngestOutcome,
+    rec: &InstanceRecord,
+    bytes: u64,
+    took: Duration,
+) {
+    let metrics = &state.metrics;
+    metrics.observe_store(took);
+    metrics.bytes_received.fetch_add(bytes, Ordering::Relaxed);
+    match outcome {
+        IngestOutcome::Stored => tracing::debug!(sop = %rec.sop_uid, "STOW-RS: stored"),
+        IngestOutcome::Duplicate => {
+            metrics.stores_duplicate.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(sop = %rec.sop_uid, "STOW-RS: already stored with identical content")
+        }
+        IngestOutcome::Replaced => {
+            tracing::info!(sop = %rec.sop_uid, "STOW-RS: replaced the stored version")
+        }
+    }
+    if let (Some(tx), IngestOutcome::Stored | IngestOutcome::Replaced) =
+        (&state.dicomweb.stored, outcome)
+    {
+        let _ = tx.try_send(rec.sop_uid.clone());
+    }
+}
+
+/// The `Stored` result of a durable instance.
+pub(super) fn stored(rec: InstanceRecord, warning: Option<u16>) -> PartResult {
+    PartResult {
+        class: rec.sop_class_uid,
+        instance: rec.sop_uid,
+        outcome: Ok(Stored {
+            study: rec.study_uid,
+            series: rec.series_uid,
+            warning,
+        }),
+    }
+}
+
+/// The answer to a body that ended badly: 413 past `max_stow_bytes`, else 400 for a body
+/// that is not a well-formed multipart message (PS3.18 10.5.3.1). Instances received whole
+/// before were stored, and a re-send of them is harmless ("already stored").
+fn broken(e: &multer::Error, done: &[PartResult]) -> Response {
     let stored = done.iter().filter(|r| r.outcome.is_ok()).count();
+    if let multer::Error::StreamSizeExceeded { limit } = e {
+        tracing::warn!(limit, stored, "STOW-RS: body too large, cut");
+        return ApiError::PayloadTooLarge(format!(
+            "the request body is larger than this node takes ({limit} bytes); {stored} \
+             instance(s) received whole before the limit were stored"
+        ))
+        .into_response();
+    }
     tracing::warn!(error = %e, stored, "STOW-RS: malformed multipart body");
     problem(
         StatusCode::BAD_REQUEST,
@@ -347,17 +439,18 @@ enum Look {
 /// Receive one part: examine its head, spool it, make it durable. An error is a broken
 /// body (the request ends); a refused or failed instance is a result.
 async fn receive_part(
-    store: &Arc<Store>,
+    state: &AppState,
     mut field: multer::Field<'_>,
     want_study: Option<&str>,
 ) -> Result<PartResult, multer::Error> {
-    let started = Instant::now();
+    let store = &state.store;
+    let mut received = 0u64;
     let mut result = PartResult {
         class: String::new(),
         instance: String::new(),
         outcome: Err(failure(reason::CANNOT_UNDERSTAND, "empty part")),
     };
-    let mut state = match field.content_type().map(|m| m.essence_str().to_string()) {
+    let mut part = match field.content_type().map(|m| m.essence_str().to_string()) {
         Some(t) if !t.eq_ignore_ascii_case("application/dicom") => {
             result.outcome = Err(failure(
                 reason::CANNOT_UNDERSTAND,
@@ -371,7 +464,8 @@ async fn receive_part(
         },
     };
     while let Some(chunk) = field.chunk().await? {
-        match &mut state {
+        received += chunk.len() as u64;
+        match &mut part {
             PartState::Head { bytes, next_look } => {
                 bytes.extend_from_slice(&chunk);
                 if bytes.len() >= *next_look {
@@ -379,7 +473,7 @@ async fn receive_part(
                     let at_limit = bytes.len() >= HEAD_LIMIT;
                     let look = look(bytes, false, at_limit, want_study);
                     if !matches!(look, Look::More) {
-                        state = start(store, look, bytes, &mut result);
+                        part = start(store, look, bytes, &mut result);
                     }
                 }
             }
@@ -387,17 +481,17 @@ async fn receive_part(
                 // a buffered write to the page cache, as C-STORE does on the runtime thread
                 if let Err(e) = s.ingest.append(&chunk) {
                     result.outcome = Err(failure_of(&e));
-                    state = PartState::Refused;
+                    part = PartState::Refused;
                 }
             }
             PartState::Refused => {}
         }
     }
-    if let PartState::Head { bytes, .. } = &mut state {
+    if let PartState::Head { bytes, .. } = &mut part {
         let look = look(bytes, true, false, want_study);
-        state = start(store, look, bytes, &mut result);
+        part = start(store, look, bytes, &mut result);
     }
-    let PartState::Spooling(s) = state else {
+    let PartState::Spooling(s) = part else {
         return Ok(result);
     };
     let Spooling {
@@ -405,35 +499,25 @@ async fn receive_part(
         meta_instance,
         meta_class,
     } = *s;
+    // the part is whole: from here on, as C-STORE from its last fragment
+    let started = Instant::now();
     let store = store.clone();
-    result.outcome = match tokio::task::spawn_blocking(move || store.finish_ingest(ingest)).await {
+    match tokio::task::spawn_blocking(move || store.finish_ingest(ingest)).await {
         Ok(Ok((outcome, rec))) => {
-            match outcome {
-                IngestOutcome::Stored => tracing::debug!(sop = %rec.sop_uid, "STOW-RS: stored"),
-                IngestOutcome::Duplicate => {
-                    tracing::info!(sop = %rec.sop_uid, "STOW-RS: already stored with identical content")
-                }
-                IngestOutcome::Replaced => {
-                    tracing::info!(sop = %rec.sop_uid, "STOW-RS: replaced the stored version")
-                }
-            }
-            tracing::debug!(elapsed = ?started.elapsed(), "STOW-RS: instance durable");
+            after_store(state, outcome, &rec, received, started.elapsed());
             let coerced = rec.sop_uid != meta_instance || rec.sop_class_uid != meta_class;
-            result.class = rec.sop_class_uid;
-            result.instance = rec.sop_uid;
-            Ok(Stored {
-                study: rec.study_uid,
-                series: rec.series_uid,
-                warning: coerced.then_some(reason::COERCION),
-            })
+            Ok(stored(rec, coerced.then_some(reason::COERCION)))
         }
-        Ok(Err(e)) => Err(failure_of(&e)),
+        Ok(Err(e)) => {
+            result.outcome = Err(failure_of(&e));
+            Ok(result)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "STOW-RS: store task failed");
-            Err(failure(reason::PROCESSING_FAILURE, "store task failed"))
+            result.outcome = Err(failure(reason::PROCESSING_FAILURE, "store task failed"));
+            Ok(result)
         }
-    };
-    Ok(result)
+    }
 }
 
 /// Act on what the head says: start the ingest with the head's data set bytes, refuse, or
@@ -457,6 +541,10 @@ fn start(store: &Store, look: Look, head: &mut Vec<u8>, result: &mut PartResult)
             let (meta_instance, meta_class) =
                 (meta.sop_instance_uid.clone(), meta.sop_class_uid.clone());
             let begun = store.begin_ingest(meta).and_then(|mut ingest| {
+                // the sender's facility issues local IDs that come without an issuer
+                if let Some(f) = crate::auth::current_facility() {
+                    ingest.set_default_issuer(&f);
+                }
                 ingest.append(&head[dataset_at..])?;
                 Ok(ingest)
             });
@@ -936,7 +1024,7 @@ mod tests {
     }
 
     #[test]
-    fn takes_multipart_related_of_dicom_only() {
+    fn takes_multipart_related_of_dicom_or_dicom_json() {
         let headers = |ct: &str| {
             let mut h = HeaderMap::new();
             h.insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
@@ -945,13 +1033,18 @@ mod tests {
         let ok = request_boundary(&headers(
             "multipart/related; type=\"application/dicom\"; boundary=\"0f3c-41ef\"",
         ));
-        assert_eq!(ok.ok().as_deref(), Some("0f3c-41ef"));
+        assert_eq!(ok.ok(), Some((Parts::Files, "0f3c-41ef".to_string())));
         let ok = request_boundary(&headers("Multipart/Related; boundary=abc"));
-        assert_eq!(ok.ok().as_deref(), Some("abc"));
+        assert_eq!(ok.ok(), Some((Parts::Files, "abc".to_string())));
+        let ok = request_boundary(&headers(
+            "multipart/related; type=\"application/dicom+json\"; boundary=b",
+        ));
+        assert_eq!(ok.ok(), Some((Parts::MetadataAndBulk, "b".to_string())));
         for (ct, status) in [
             ("application/dicom", 415),
+            ("application/dicom+json", 415),
             (
-                "multipart/related; type=\"application/dicom+json\"; boundary=a",
+                "multipart/related; type=\"application/dicom+xml\"; boundary=a",
                 415,
             ),
             ("multipart/form-data; boundary=a", 415),

@@ -27,7 +27,7 @@ use std::path::{Path as FsPath, PathBuf};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::header::{
-    ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HOST, IF_NONE_MATCH,
+    ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -39,7 +39,6 @@ use dicom_object::{FileDicomObject, InMemDicomObject, OpenFileOptions};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use renkei_model::charset::CharacterSets;
@@ -51,13 +50,18 @@ use renkei_transcode::render::{OutputFormat, RenderOptions, VoiFunction};
 use renkei_transcode::transcode::{self, Route, TranscodeError, EXPLICIT_LE};
 
 use super::json::{object_to_json, tag_key};
+use super::{base_url, path_uid};
 use crate::{ApiError, AppState};
 
 /// Bytes read from a blob file (or cut from a converted part) per body chunk.
-pub const CHUNK: usize = 256 * 1024;
+pub const CHUNK: usize = 1024 * 1024;
+
+/// Stored files up to this size are sent as one piece with their part header and CRLF
+/// (one read, one send); larger ones stream in [`CHUNK`]s.
+const WHOLE_PART: u64 = 2 * 1024 * 1024;
 
 /// Body chunks buffered between the producer and the connection: memory per streaming
-/// response is about `CHUNK * (QUEUE + 1)`.
+/// response is about `max(CHUNK, WHOLE_PART) * (QUEUE + 1)`.
 const QUEUE: usize = 4;
 
 /// Binary values above this many bytes are given as BulkDataURI in metadata, not inline
@@ -74,7 +78,6 @@ const MAX_VIEWPORT: u32 = 8192;
 const DEFAULT_QUALITY: u8 = 90;
 
 const DICOM: &str = "application/dicom";
-const DICOM_JSON: &str = "application/dicom+json";
 const OCTET: &str = "application/octet-stream";
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -89,12 +92,16 @@ fn not_found(msg: impl Into<String>) -> ApiError {
     ApiError::NotFound(msg.into())
 }
 
-/// A UID of the path (PS3.5 9.1: digits and dots, at most 64 characters).
-fn path_uid(uid: &str) -> Result<String, ApiError> {
-    if uid.is_empty() || uid.len() > 64 || !uid.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return Err(bad(format!("{uid:?} is not a UID")));
-    }
-    Ok(uid.to_string())
+/// The segments of a WADO-RS path; those a route lacks are None.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct Resource {
+    study: String,
+    series: Option<String>,
+    instance: Option<String>,
+    /// The frame list of `…/frames/{frames}/…`.
+    frames: Option<String>,
+    /// The attribute of `…/bulkdata/{tag}`.
+    tag: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -335,6 +342,20 @@ async fn resolve_async(
     .await?
 }
 
+/// The instances of the resource a path names.
+async fn resolve_resource(
+    state: &AppState,
+    res: &Resource,
+) -> Result<Vec<InstanceRecord>, ApiError> {
+    resolve_async(
+        state,
+        &res.study,
+        res.series.as_deref(),
+        res.instance.as_deref(),
+    )
+    .await
+}
+
 /// The access policy for one WADO-RS request on `study`: 403 with the reason when the
 /// actor may not read it; one audit record either way.
 fn permit(store: &Store, share: &Share, actor: Actor, study: &str) -> Result<(), ApiError> {
@@ -421,6 +442,19 @@ fn closing(boundary: &str) -> String {
     format!("--{boundary}--\r\n")
 }
 
+/// A `multipart/related` answer of parts computed in memory (frames, bulk data).
+fn multipart_response(tag: &str, part_type: &str, parts: &[(String, Vec<u8>)]) -> Response {
+    let boundary = boundary_of(tag);
+    let body = multipart(&boundary, parts);
+    let len = body.len() as u64;
+    respond(
+        Body::from(body),
+        &format!("multipart/related; type=\"{part_type}\"; boundary={boundary}"),
+        tag,
+        Some(len),
+    )
+}
+
 /// A whole multipart body built in memory (frames, bulk data: parts already computed).
 fn multipart(boundary: &str, parts: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -436,12 +470,11 @@ fn multipart(boundary: &str, parts: &[(String, Vec<u8>)]) -> Vec<u8> {
 type Chunk = Result<Bytes, std::io::Error>;
 
 /// A body fed by a producer task through a bounded channel. When the client goes away,
-/// the receiver is dropped and the producer's next send fails, which stops it.
+/// the receiver is dropped and the producer's next send fails, which stops it. The stream
+/// may be polled again after its end (the gzip layer does): it answers the end again.
 fn channel_body() -> (mpsc::Sender<Chunk>, Body) {
-    let (tx, rx) = mpsc::channel::<Chunk>(QUEUE);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
+    let (tx, mut rx) = mpsc::channel::<Chunk>(QUEUE);
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     (tx, Body::from_stream(stream))
 }
 
@@ -469,23 +502,49 @@ async fn send_bytes(tx: &mpsc::Sender<Chunk>, data: Bytes) -> Result<(), Gone> {
     Ok(())
 }
 
-/// Stream a file of `len` bytes in [`CHUNK`] pieces; Err(Some(reason)) on a read failure.
+/// A stored file of `len` bytes as one multipart part: `header`, the file, CRLF. One
+/// blocking read into a buffer of the exact size (not zeroed first); blob files never
+/// change once published, so the length is the one the index recorded.
+fn whole_part(header: String, path: &FsPath, len: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(header.len() + len as usize + 2);
+    buf.extend_from_slice(header.as_bytes());
+    let read = std::fs::File::open(path)
+        .and_then(|f| f.take(len).read_to_end(&mut buf))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if read as u64 != len {
+        return Err(format!("{} is shorter than indexed", path.display()));
+    }
+    buf.extend_from_slice(b"\r\n");
+    Ok(buf)
+}
+
+/// Stream a large file of `len` bytes in [`CHUNK`] pieces, each read on the blocking pool
+/// into an unzeroed buffer; Err(Some(reason)) on a read failure.
 async fn send_file(
     tx: &mpsc::Sender<Chunk>,
     path: &FsPath,
     len: u64,
 ) -> Result<(), Option<String>> {
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| Some(format!("cannot open {}: {e}", path.display())))?;
+    use std::io::{Read, Seek, SeekFrom};
     let mut sent = 0u64;
     while sent < len {
-        let want = usize::try_from(len - sent).unwrap_or(CHUNK).min(CHUNK);
-        let mut buf = vec![0u8; want];
-        file.read_exact(&mut buf)
-            .await
-            .map_err(|e| Some(format!("cannot read {}: {e}", path.display())))?;
-        sent += want as u64;
+        let want = (len - sent).min(CHUNK as u64);
+        let (p, at) = (path.to_path_buf(), sent);
+        let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let mut f = std::fs::File::open(&p)?;
+            f.seek(SeekFrom::Start(at))?;
+            let mut buf = Vec::with_capacity(want as usize);
+            f.take(want).read_to_end(&mut buf)?;
+            Ok(buf)
+        })
+        .await
+        .map_err(|e| Some(e.to_string()))?
+        .map_err(|e| Some(format!("cannot read {}: {e}", path.display())))?;
+        if buf.len() as u64 != want {
+            return Err(Some(format!("{} is shorter than indexed", path.display())));
+        }
+        sent += want;
         send(tx, buf).await.map_err(|Gone| None)?;
     }
     Ok(())
@@ -522,16 +581,15 @@ fn part_type(ts: &str) -> String {
     format!("{DICOM}; transfer-syntax={ts}")
 }
 
-async fn retrieve_instances(
-    state: AppState,
+/// `GET /dicom-web/studies/{study}`, `…/series/{series}`, `…/instances/{instance}`
+pub(super) async fn instances(
+    State(state): State<AppState>,
+    Path(res): Path<Resource>,
     headers: HeaderMap,
     uri: Uri,
-    study: String,
-    series: Option<String>,
-    instance: Option<String>,
 ) -> Result<Response, ApiError> {
     let wanted = dicom_syntaxes(&accept_ranges(&headers, &uri)?)?;
-    let records = resolve_async(&state, &study, series.as_deref(), instance.as_deref()).await?;
+    let records = resolve_resource(&state, &res).await?;
     let mut plans = Vec::with_capacity(records.len());
     for r in records {
         let Some((ts, route)) = plan_syntax(&r.transfer_syntax, r.frames > 0, &wanted) else {
@@ -629,10 +687,26 @@ async fn retrieve_instances(
                 }
             };
             let len = data.as_ref().map_or(size, |d| d.len() as u64);
-            if send(&tx, part_header(&boundary, &part_type(&p.ts), len))
-                .await
-                .is_err()
-            {
+            let header = part_header(&boundary, &part_type(&p.ts), len);
+            if data.is_none() && size <= WHOLE_PART {
+                // the common case (a CT or MR image): header, file and CRLF in one buffer,
+                // one read without zeroing, one send
+                let path = p.path.clone();
+                let part = tokio::task::spawn_blocking(move || whole_part(header, &path, size))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r);
+                match part {
+                    Ok(buf) => {
+                        if send(&tx, buf).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(e) => return abort(&tx, e).await,
+                }
+            }
+            if send(&tx, header).await.is_err() {
                 return;
             }
             let sent = match data {
@@ -653,46 +727,8 @@ async fn retrieve_instances(
     Ok(respond(body, &content_type, &tag, length))
 }
 
-/// `GET /dicom-web/studies/{study}`
-pub(super) async fn study(
-    State(state): State<AppState>,
-    Path(study): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    retrieve_instances(state, headers, uri, study, None, None).await
-}
-
-/// `GET /dicom-web/studies/{study}/series/{series}`
-pub(super) async fn series(
-    State(state): State<AppState>,
-    Path((study, series)): Path<(String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    retrieve_instances(state, headers, uri, study, Some(series), None).await
-}
-
-/// `GET /dicom-web/studies/{study}/series/{series}/instances/{instance}`
-pub(super) async fn instance(
-    State(state): State<AppState>,
-    Path((study, series, instance)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    retrieve_instances(state, headers, uri, study, Some(series), Some(instance)).await
-}
-
 // ---------------------------------------------------------------------------------------
 // Metadata (PS3.18 10.4)
-
-/// `http://HOST/dicom-web` from the request's Host header (relative without one).
-fn base_url(headers: &HeaderMap) -> String {
-    match headers.get(HOST).and_then(|h| h.to_str().ok()) {
-        Some(host) if !host.is_empty() => format!("http://{host}/dicom-web"),
-        _ => "/dicom-web".to_string(),
-    }
-}
 
 fn instance_url(base: &str, r: &InstanceRecord) -> String {
     format!(
@@ -802,31 +838,19 @@ fn instance_metadata(
 
 /// DICOM JSON, or plain JSON for a client that asks only for that (PS3.18 8.7.3).
 fn json_media(ranges: &[MediaRange]) -> Result<&'static str, ApiError> {
-    if ranges.is_empty()
-        || ranges
-            .iter()
-            .any(|r| matches!(r.essence.as_str(), DICOM_JSON | "*/*" | "application/*"))
-    {
-        Ok(DICOM_JSON)
-    } else if ranges.iter().any(|r| r.essence == "application/json") {
-        Ok("application/json")
-    } else {
-        Err(ApiError::NotAcceptable(format!(
-            "metadata is available as {DICOM_JSON} or application/json only"
-        )))
-    }
+    super::json_media(ranges.iter().map(|r| r.essence.as_str()), "metadata is")
 }
 
-async fn retrieve_metadata(
-    state: AppState,
+/// `GET /dicom-web/studies/{study}/metadata`, `…/series/{series}/metadata`,
+/// `…/instances/{instance}/metadata`
+pub(super) async fn metadata(
+    State(state): State<AppState>,
+    Path(res): Path<Resource>,
     headers: HeaderMap,
     uri: Uri,
-    study: String,
-    series: Option<String>,
-    instance: Option<String>,
 ) -> Result<Response, ApiError> {
     let media = json_media(&accept_ranges(&headers, &uri)?)?;
-    let records = resolve_async(&state, &study, series.as_deref(), instance.as_deref()).await?;
+    let records = resolve_resource(&state, &res).await?;
     let base = base_url(&headers);
     let tag = etag(
         [&b"metadata"[..], base.as_bytes()]
@@ -880,36 +904,6 @@ async fn retrieve_metadata(
         let _ = send(&tx, &b"]"[..]).await;
     });
     Ok(respond(body, media, &tag, None))
-}
-
-/// `GET /dicom-web/studies/{study}/metadata`
-pub(super) async fn study_metadata(
-    State(state): State<AppState>,
-    Path(study): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    retrieve_metadata(state, headers, uri, study, None, None).await
-}
-
-/// `GET /dicom-web/studies/{study}/series/{series}/metadata`
-pub(super) async fn series_metadata(
-    State(state): State<AppState>,
-    Path((study, series)): Path<(String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    retrieve_metadata(state, headers, uri, study, Some(series), None).await
-}
-
-/// `GET /dicom-web/studies/{study}/series/{series}/instances/{instance}/metadata`
-pub(super) async fn instance_metadata_route(
-    State(state): State<AppState>,
-    Path((study, series, instance)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    retrieve_metadata(state, headers, uri, study, Some(series), Some(instance)).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1144,13 +1138,14 @@ fn frame_bytes(
 /// `GET .../instances/{instance}/frames/{frames}`
 pub(super) async fn frames(
     State(state): State<AppState>,
-    Path((study, series, instance, list)): Path<(String, String, String, String)>,
+    Path(res): Path<Resource>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let wanted = frame_list(&list)?;
+    let list = res.frames.as_deref().unwrap_or_default();
+    let wanted = frame_list(list)?;
     let ranges = accept_ranges(&headers, &uri)?;
-    let r = single(&state, &study, &series, &instance).await?;
+    let r = single(&state, &res).await?;
     check_frames(&r, &wanted)?;
     let form = frame_form(&ranges, &r.transfer_syntax)?;
     let (ct, ts) = match &form {
@@ -1173,26 +1168,13 @@ pub(super) async fn frames(
         .run(move || frame_bytes(&path, &wanted, &form))
         .await
         .map_err(internal)??;
-    let boundary = boundary_of(&tag);
     let parts: Vec<(String, Vec<u8>)> = data.into_iter().map(|d| (part_ct.clone(), d)).collect();
-    let body = multipart(&boundary, &parts);
-    let len = body.len() as u64;
-    Ok(respond(
-        Body::from(body),
-        &format!("multipart/related; type=\"{ct}\"; boundary={boundary}"),
-        &tag,
-        Some(len),
-    ))
+    Ok(multipart_response(&tag, ct, &parts))
 }
 
 /// The one instance a path names.
-async fn single(
-    state: &AppState,
-    study: &str,
-    series: &str,
-    instance: &str,
-) -> Result<InstanceRecord, ApiError> {
-    resolve_async(state, study, Some(series), Some(instance))
+async fn single(state: &AppState, res: &Resource) -> Result<InstanceRecord, ApiError> {
+    resolve_resource(state, res)
         .await?
         .into_iter()
         .next()
@@ -1259,10 +1241,11 @@ fn bulk_bytes(path: &FsPath, tag: Tag) -> Result<Option<Vec<u8>>, PixelJobError>
 /// as uncompressed octets).
 pub(super) async fn bulkdata(
     State(state): State<AppState>,
-    Path((study, series, instance, tag_text)): Path<(String, String, String, String)>,
+    Path(res): Path<Resource>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
+    let tag_text = res.tag.as_deref().unwrap_or_default();
     let tag: Tag = (tag_text.len() == 8 && tag_text.chars().all(|c| c.is_ascii_hexdigit()))
         .then(|| tag_text.parse::<Tag>().ok())
         .flatten()
@@ -1277,7 +1260,7 @@ pub(super) async fn bulkdata(
             "bulk data is available as multipart/related; type=\"{OCTET}\" only"
         )));
     }
-    let r = single(&state, &study, &series, &instance).await?;
+    let r = single(&state, &res).await?;
     let tag_etag = etag([&b"bulk"[..], &r.blob_hash[..], tag_text.as_bytes()]);
     if let Some(resp) = not_modified(&headers, &tag_etag) {
         return Ok(resp);
@@ -1289,14 +1272,10 @@ pub(super) async fn bulkdata(
         .await
         .map_err(internal)??
         .ok_or_else(|| not_found(format!("no bulk data {tag_text} in this instance")))?;
-    let boundary = boundary_of(&tag_etag);
-    let body = multipart(&boundary, &[(OCTET.to_string(), data)]);
-    let len = body.len() as u64;
-    Ok(respond(
-        Body::from(body),
-        &format!("multipart/related; type=\"{OCTET}\"; boundary={boundary}"),
+    Ok(multipart_response(
         &tag_etag,
-        Some(len),
+        OCTET,
+        &[(OCTET.to_string(), data)],
     ))
 }
 
@@ -1451,17 +1430,6 @@ async fn render(
     Ok(respond(Body::from(image), media, &tag, Some(len)))
 }
 
-/// `GET .../instances/{instance}/rendered` (the first frame of a multi-frame object)
-pub(super) async fn instance_rendered(
-    State(state): State<AppState>,
-    Path((study, series, instance)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    let r = single(&state, &study, &series, &instance).await?;
-    render(&state, &r, 0, &headers, &uri, None).await
-}
-
 fn one_frame(list: &str) -> Result<u32, ApiError> {
     match frame_list(list)?.as_slice() {
         [f] => Ok(*f),
@@ -1469,40 +1437,43 @@ fn one_frame(list: &str) -> Result<u32, ApiError> {
     }
 }
 
-/// `GET .../instances/{instance}/frames/{frame}/rendered`
-pub(super) async fn frame_rendered(
+/// The instance and frame (0-based) an instance or frame path names: the first frame
+/// when the path has none.
+async fn instance_frame(
+    state: &AppState,
+    res: &Resource,
+) -> Result<(InstanceRecord, u32), ApiError> {
+    let frame = res.frames.as_deref().map(one_frame).transpose()?;
+    Ok((single(state, res).await?, frame.unwrap_or(0)))
+}
+
+/// `GET .../instances/{instance}/rendered` (the first frame of a multi-frame object),
+/// `.../frames/{frame}/rendered`
+pub(super) async fn rendered(
     State(state): State<AppState>,
-    Path((study, series, instance, list)): Path<(String, String, String, String)>,
+    Path(res): Path<Resource>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let frame = one_frame(&list)?;
-    let r = single(&state, &study, &series, &instance).await?;
+    let (r, frame) = instance_frame(&state, &res).await?;
     render(&state, &r, frame, &headers, &uri, None).await
 }
 
 const THUMB: Option<(u32, u32)> = Some((THUMBNAIL_SIZE, THUMBNAIL_SIZE));
 
-/// `GET .../instances/{instance}/thumbnail`
-pub(super) async fn instance_thumbnail(
+/// `GET .../thumbnail` of a study, series, instance or frame: a study or series is
+/// represented by one of its instances ([`representative`]).
+pub(super) async fn thumbnail(
     State(state): State<AppState>,
-    Path((study, series, instance)): Path<(String, String, String)>,
+    Path(res): Path<Resource>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let r = single(&state, &study, &series, &instance).await?;
-    render(&state, &r, 0, &headers, &uri, THUMB).await
-}
-
-/// `GET .../instances/{instance}/frames/{frame}/thumbnail`
-pub(super) async fn frame_thumbnail(
-    State(state): State<AppState>,
-    Path((study, series, instance, list)): Path<(String, String, String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    let frame = one_frame(&list)?;
-    let r = single(&state, &study, &series, &instance).await?;
+    let (r, frame) = if res.instance.is_some() {
+        instance_frame(&state, &res).await?
+    } else {
+        (representative(resolve_resource(&state, &res).await?)?, 0)
+    };
     render(&state, &r, frame, &headers, &uri, THUMB).await
 }
 
@@ -1520,28 +1491,6 @@ fn representative(records: Vec<InstanceRecord>) -> Result<InstanceRecord, ApiErr
         .into_iter()
         .nth(mid)
         .ok_or_else(|| not_found("no images to make a thumbnail of"))
-}
-
-/// `GET /dicom-web/studies/{study}/thumbnail`
-pub(super) async fn study_thumbnail(
-    State(state): State<AppState>,
-    Path(study): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    let r = representative(resolve_async(&state, &study, None, None).await?)?;
-    render(&state, &r, 0, &headers, &uri, THUMB).await
-}
-
-/// `GET /dicom-web/studies/{study}/series/{series}/thumbnail`
-pub(super) async fn series_thumbnail(
-    State(state): State<AppState>,
-    Path((study, series)): Path<(String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    let r = representative(resolve_async(&state, &study, Some(&series), None).await?)?;
-    render(&state, &r, 0, &headers, &uri, THUMB).await
 }
 
 #[cfg(test)]
