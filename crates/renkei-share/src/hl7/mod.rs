@@ -1,0 +1,714 @@
+//! HL7 v2.5 import (issue 7): messages as Japanese hospital systems send them and as the
+//! SS-MIX2 standardized storage keeps them — ORU^R01 / OUL^R22 lab results, RDE^O11
+//! prescriptions, ADT^A08 patient updates, PPR^ZD1 problems — into the shared clinical
+//! record ([`Share::create_resource`]), with the sending facility as issuer.
+//!
+//! - [`parse`]: the ER7 encoding (segments, fields, repetitions, components, escapes,
+//!   batches);
+//! - [`encoding`]: the character sets of MSH-18 (ISO-2022-JP, Shift_JIS, UTF-8);
+//! - [`map`]: JAHIS / SS-MIX2 segments → FHIR R4 JSON (JP Core code systems);
+//! - [`ack`]: the ACK (MSA, ERR naming segment and field).
+//!
+//! One message at a time ([`Share::import_hl7`]), in this order:
+//! 1. read the message (AR when MSH is unusable, AE for another broken segment);
+//! 2. MSH-9 must be one of the five types (AR 200/201), MSH-11 `P` (AR 202: training and
+//!    debugging messages are not recorded), MSH-12 a 2.x version (AR 203);
+//! 3. MSH-4 (its namespace ID, else its universal ID) must be a facility code or an issuer
+//!    a facility declared ([`Share::facility_of_issuer`]) (AR 204);
+//! 4. the caller must act for that facility (AR): a user of the facility (recorded as
+//!    themselves), a regional administrator (recorded as the facility's interface,
+//!    `Actor::Ae { title: "HL7", facility }`), or an interface actor: `Actor::Ae` without a
+//!    facility means "trusted interface, acting as MSH-4's facility" (the MLLP listener),
+//!    with a facility it must be MSH-4's;
+//! 5. PID-3 (the `PI` repetition) must be linked to a regional patient under the
+//!    facility's code, the issuer MSH-4 names, PID-3.4, or any issuer the facility
+//!    declared (AE 204); PID-7/PID-8, when given, must agree with the regional record
+//!    (AE 204: a wrong link is worse than a missing one);
+//! 6. every resource is mapped first, every problem reported (AE, nothing stored); then
+//!    each is created in turn. A store failure stops there: MSA-3 says how many were
+//!    created (resending the message would record those again).
+//!
+//! ADT^A08: the regional patient index has no demographics update (identity.rs offers
+//! enrolment, links and merges only), so the Patient is mapped and checked, returned in
+//! the answer ([`Ack::not_stored`]), and acknowledged AA with a warning ERR saying it was
+//! not applied and how it differs from the regional record.
+//!
+//! The record is create-only: cancellations and deletions (ORC-1 CA/DC/…, OBX-11 D/W,
+//! PRB-1 DE) are refused with AE 207 rather than recorded as new resources, and importing
+//! the same message twice records it twice unless the clinical store rejects duplicates
+//! (every resource carries an identifier `urn:renkei:hl7:<facility>:<result|order|problem>`
+//! built from the order numbers, to make that possible).
+
+pub mod ack;
+pub mod encoding;
+pub mod map;
+pub mod parse;
+
+use serde_json::Value;
+
+use renkei_model::PatientKey;
+
+pub use ack::{Ack, AckCode};
+use map::{Context, Issue, Kind};
+use parse::{Location, Message, Piece};
+
+use crate::error::ShareError;
+use crate::model::{RegionalPatient, Role};
+use crate::policy::Actor;
+use crate::{AuditEvent, Purpose, Share};
+
+impl Share {
+    /// Import one HL7 v2 message as `actor` (module docs), and answer it.
+    pub fn import_hl7(&self, actor: &Actor, message: &[u8]) -> Ack {
+        let ack = self.import_one(actor, message);
+        self.audit_import(actor, &ack);
+        ack
+    }
+
+    /// Import every message of a file or body (consecutive messages, with or without
+    /// FHS/BHS batch headers), each acknowledged on its own: a bad one does not stop the
+    /// others.
+    pub fn import_hl7_batch(&self, actor: &Actor, bytes: &[u8]) -> Vec<Ack> {
+        let node = &self.config().node_name;
+        let pieces = parse::split_batch(bytes);
+        if pieces.is_empty() {
+            return vec![Ack::new(node, Default::default()).fail(
+                AckCode::AR,
+                vec![Issue::error(
+                    Location::segment("MSH", 0),
+                    100,
+                    "no HL7 message: the body holds no MSH segment",
+                )],
+            )];
+        }
+        pieces
+            .into_iter()
+            .map(|p| match p {
+                Piece::Message(m) => self.import_hl7(actor, &m),
+                Piece::Stray { first, count } => {
+                    let id = String::from_utf8_lossy(&first[..first.len().min(3)]).into_owned();
+                    Ack::new(node, Default::default()).fail(
+                        AckCode::AR,
+                        vec![Issue::error(
+                            Location::segment(&id, 1),
+                            100,
+                            format!("{count} segment(s) from {id} on are outside any message (no MSH before them): skipped"),
+                        )],
+                    )
+                }
+            })
+            .collect()
+    }
+
+    /// The facility MSH-4 names: its namespace ID, else its universal ID, as a facility
+    /// code or a declared issuer.
+    pub fn facility_of_sender(&self, msh4: &[String]) -> Option<String> {
+        msh4.iter()
+            .take(2)
+            .filter(|c| !c.is_empty())
+            .find_map(|c| self.facility_of_issuer(c))
+    }
+
+    fn import_one(&self, actor: &Actor, bytes: &[u8]) -> Ack {
+        let node = self.config().node_name.clone();
+        let msg = match Message::parse(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                let code = if e.location.segment == "MSH" {
+                    AckCode::AR
+                } else {
+                    AckCode::AE
+                };
+                return Ack::new(&node, *e.header)
+                    .fail(code, vec![Issue::error(e.location, e.code, e.message)]);
+            }
+        };
+        let h = &msg.header;
+        let ack = Ack::new(&node, h.clone());
+        let reject = |ack: Ack, i: Issue| ack.fail(AckCode::AR, vec![i]);
+        let kind = match Kind::of(&h.message_code, &h.trigger) {
+            Ok(k) => k,
+            Err(i) => return reject(ack, i),
+        };
+        if !h.processing_id.starts_with('P') {
+            return reject(
+                ack,
+                Issue::error(
+                    Location::field("MSH", 1, 11),
+                    202,
+                    format!(
+                        "MSH-11 processing ID {} is not recorded: only P (production) messages enter the shared record",
+                        h.processing_id
+                    ),
+                ),
+            );
+        }
+        if !h.version.starts_with("2.") {
+            return reject(
+                ack,
+                Issue::error(
+                    Location::field("MSH", 1, 12),
+                    203,
+                    format!("MSH-12 version {} is not HL7 v2 (2.5 expected)", h.version),
+                ),
+            );
+        }
+        let Some(facility) = self.facility_of_sender(&h.sending_facility) else {
+            return reject(
+                ack,
+                Issue::error(
+                    Location::field("MSH", 1, 4),
+                    204,
+                    format!(
+                        "MSH-4 sending facility {:?} is not a facility of the region: register it, or declare the value as one of its issuers",
+                        h.sending_facility.iter().filter(|c| !c.is_empty()).cloned().collect::<Vec<_>>().join("^")
+                    ),
+                ),
+            );
+        };
+        let mut ack = ack;
+        ack.facility = Some(facility.clone());
+        let acting = match acting_for(actor, &facility) {
+            Ok(a) => a,
+            Err(text) => return reject(ack, Issue::error(Location::field("MSH", 1, 4), 207, text)),
+        };
+        let error = |ack: Ack, i: Issue| ack.fail(AckCode::AE, vec![i]);
+        let Some(pid) = msg.first("PID") else {
+            return error(
+                ack,
+                Issue::error(
+                    Location::segment("PID", 0),
+                    100,
+                    format!(
+                        "PID segment missing: {} needs the patient",
+                        h.message_type()
+                    ),
+                ),
+            );
+        };
+        let (local, authority) = match map::local_id(pid) {
+            Ok(l) => l,
+            Err(i) => return error(ack, i),
+        };
+        let patient = match self.regional_for_hl7(&facility, &h.sending_facility, &authority, &local) {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                return error(
+                    ack,
+                    Issue::error(
+                        pid.at(3),
+                        204,
+                        format!(
+                            "patient {local} of facility {facility} is not linked to a regional patient: enrol or link it first (renkei admin patient link)"
+                        ),
+                    ),
+                )
+            }
+            Err(e) => return error(ack, store_issue(pid.at(3), &e)),
+        };
+        ack.patient = Some(patient.id.clone());
+        let d = match map::demographics(pid) {
+            Ok(d) => d,
+            Err(i) => return error(ack, i),
+        };
+        let differences = differences(&d, &patient);
+        let fac_name = self.facility(&facility).map(|f| f.name).unwrap_or_default();
+        let ctx = Context {
+            facility: &facility,
+            facility_name: &fac_name,
+            patient: &patient.id,
+            control_id: &h.control_id,
+        };
+        if kind == Kind::PatientUpdate {
+            return match map::patient_update(&msg, &ctx) {
+                Err(issues) => ack.fail(AckCode::AE, issues),
+                Ok(p) => {
+                    ack.not_stored.push(p);
+                    let diff = if differences.is_empty() {
+                        "it agrees with the regional record".to_string()
+                    } else {
+                        format!(
+                            "it differs from the regional record: {}",
+                            differences.join("; ")
+                        )
+                    };
+                    ack.text = format!(
+                        "A08 patient update for {} accepted but not applied: the regional patient index has no demographics update yet; {diff}",
+                        patient.id
+                    );
+                    ack.issues.push(Issue::warning(
+                        Location::segment("PID", 1),
+                        0,
+                        ack.text.clone(),
+                    ));
+                    ack
+                }
+            };
+        }
+        if !differences.is_empty() {
+            return error(
+                ack,
+                Issue::error(
+                    Location::segment("PID", 1),
+                    204,
+                    format!(
+                        "PID does not match regional patient {} linked to {local}: {}; check the link before importing",
+                        patient.id,
+                        differences.join("; ")
+                    ),
+                ),
+            );
+        }
+        let mapped = match map::map(kind, &msg, &ctx) {
+            Ok(m) => m,
+            Err(issues) => return ack.fail(AckCode::AE, issues),
+        };
+        let total = mapped.len();
+        for m in mapped {
+            match self.create_resource(&acting, m.resource) {
+                Ok(created) => {
+                    ack.created.push(reference(&created.resource));
+                    for di in &created.detected_issues {
+                        let r = reference(di);
+                        let detail = di
+                            .get("detail")
+                            .and_then(Value::as_str)
+                            .unwrap_or("possible duplicate");
+                        ack.issues.push(Issue::warning(
+                            m.source.clone(),
+                            0,
+                            format!("{r}: {detail}"),
+                        ));
+                        ack.detected_issues.push(r);
+                    }
+                }
+                Err(e) => {
+                    let code = match e {
+                        ShareError::Forbidden(_) | ShareError::Unauthorized(_) => AckCode::AR,
+                        _ => AckCode::AE,
+                    };
+                    let done = ack.created.len();
+                    let mut issue = store_issue(m.source.clone(), &e);
+                    if done > 0 {
+                        issue.text = format!(
+                            "{} ({done} of {total} resources were created before it)",
+                            issue.text
+                        );
+                    }
+                    return ack.fail(code, vec![issue]);
+                }
+            }
+        }
+        ack.text = format!(
+            "{} resource(s) created: {}",
+            ack.created.len(),
+            ack.created.join(", ")
+        );
+        if !ack.detected_issues.is_empty() {
+            ack.text.push_str(&format!(
+                "; {} duplicate warning(s)",
+                ack.detected_issues.len()
+            ));
+        }
+        ack
+    }
+
+    /// The regional patient of a local ID the facility sent (module docs, step 5).
+    fn regional_for_hl7(
+        &self,
+        facility: &str,
+        msh4: &[String],
+        authority: &str,
+        local: &str,
+    ) -> crate::Result<Option<RegionalPatient>> {
+        let mut issuers: Vec<String> = Vec::new();
+        let ours = |i: &str| self.facility_of_issuer(i).as_deref() == Some(facility);
+        for i in std::iter::once(authority).chain(msh4.iter().take(2).map(String::as_str)) {
+            if !i.is_empty() && ours(i) {
+                issuers.push(i.to_string());
+            }
+        }
+        issuers.push(facility.to_string());
+        if let Some(f) = self.facility(facility) {
+            issuers.extend(f.issuers);
+        }
+        let mut seen = Vec::new();
+        for issuer in issuers {
+            if seen.contains(&issuer) {
+                continue;
+            }
+            let key = PatientKey {
+                issuer: issuer.clone(),
+                patient_id: local.to_string(),
+            };
+            if let Some(p) = self.regional_for(&key)? {
+                return Ok(Some(p));
+            }
+            seen.push(issuer);
+        }
+        Ok(None)
+    }
+
+    fn audit_import(&self, actor: &Actor, ack: &Ack) {
+        let mut e = actor.audit(
+            &format!("HL7 import {}", ack.message_type),
+            AuditEvent::PatientRecord,
+            ack.patient.as_deref().unwrap_or_default(),
+        );
+        e.purpose = Purpose::Treatment;
+        e.allowed = ack.code != AckCode::AR;
+        e.detail = format!(
+            "MSH-10 {} from {}: {}, {} created",
+            ack.control_id,
+            ack.facility.as_deref().unwrap_or("unknown facility"),
+            ack.code.as_str(),
+            ack.created.len()
+        );
+        if let Err(err) = self.audit_read(e) {
+            tracing::warn!(error = %err, "could not record the HL7 import in the audit trail");
+        }
+    }
+}
+
+/// Who records a facility's message, when `caller` sends it (module docs, step 4).
+fn acting_for(caller: &Actor, facility: &str) -> Result<Actor, String> {
+    match caller {
+        Actor::User(p) if p.role == Role::RegionalAdmin => Ok(Actor::Ae {
+            title: "HL7".into(),
+            facility: Some(facility.to_string()),
+        }),
+        Actor::User(p) if p.role == Role::EmsCrew => {
+            Err("EMS crews do not import clinical records".to_string())
+        }
+        Actor::User(p) if p.facility.as_deref() == Some(facility) => Ok(caller.clone()),
+        Actor::User(p) => Err(format!(
+            "MSH-4 names facility {facility}; user {} belongs to {}: a facility imports its own messages (or a regional administrator does)",
+            p.user_id,
+            p.facility.as_deref().unwrap_or("no facility")
+        )),
+        Actor::Ae {
+            title,
+            facility: None,
+        } => Ok(Actor::Ae {
+            title: title.clone(),
+            facility: Some(facility.to_string()),
+        }),
+        Actor::Ae {
+            facility: Some(f), ..
+        } if f == facility => Ok(caller.clone()),
+        Actor::Ae {
+            title,
+            facility: Some(f),
+        } => Err(format!(
+            "MSH-4 names facility {facility}; {title} belongs to {f}"
+        )),
+    }
+}
+
+/// How PID differs from the regional record (birth date, sex; names only as information
+/// for ADT^A08, since spelling and width vary between systems).
+fn differences(d: &map::Demographics, p: &RegionalPatient) -> Vec<String> {
+    let mut out = Vec::new();
+    if !d.birth_date.is_empty() && !p.birth_date.is_empty() && d.birth_date != p.birth_date {
+        out.push(format!(
+            "birth date {} (PID-7) vs {}",
+            d.birth_date, p.birth_date
+        ));
+    }
+    let known = |s: &str| matches!(s, "male" | "female");
+    if known(&d.sex) && known(&p.sex) && d.sex != p.sex {
+        out.push(format!("sex {} (PID-8) vs {}", d.sex, p.sex));
+    }
+    out
+}
+
+/// `Observation/abc` of a stored resource.
+fn reference(r: &Value) -> String {
+    format!(
+        "{}/{}",
+        r.get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or("Resource"),
+        r.get("id").and_then(Value::as_str).unwrap_or("?")
+    )
+}
+
+/// A store or policy failure as an issue (internal details are logged, not sent).
+fn store_issue(location: Location, e: &ShareError) -> Issue {
+    match e {
+        ShareError::Store(inner) => {
+            tracing::error!(error = %inner, "HL7 import: store failure");
+            Issue::error(
+                location,
+                207,
+                "internal error of the node (logged); resend later",
+            )
+        }
+        ShareError::NotFound(t) => Issue::error(location, 204, t.clone()),
+        other => Issue::error(location, 207, other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::admin::NewFacility;
+    use crate::hl7::encoding::Charset;
+    use crate::identity::{LocalId, NewPatient};
+    use crate::policy::Principal;
+    use crate::ShareConfig;
+    use renkei_store::{Store, StoreOptions};
+
+    fn principal(role: Role, facility: Option<&str>) -> Actor {
+        Actor::User(Principal {
+            user_id: "u9".into(),
+            name: "test".into(),
+            facility: facility.map(str::to_string),
+            role,
+            token_id: "t9".into(),
+        })
+    }
+
+    /// A sharing domain with facility 1310000001 (also issuer "HIS-A") and a patient
+    /// enrolled with local ID 12345 linked.
+    fn region() -> (tempfile::TempDir, Share, String) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store =
+            Store::open_with(&tmp.path().join("data"), StoreOptions { min_free_bytes: 0 }).unwrap();
+        let share = Share::open(Arc::new(store), ShareConfig::default()).unwrap();
+        let admin = principal(Role::RegionalAdmin, None);
+        share
+            .add_facility(
+                &admin,
+                NewFacility {
+                    code: "1310000001".into(),
+                    name: "Hospital A".into(),
+                    kind: "hospital".into(),
+                    issuers: vec!["HIS-A".into()],
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let p = share
+            .enroll(
+                &admin,
+                NewPatient {
+                    family: "佐藤".into(),
+                    given: "花子".into(),
+                    birth_date: "1975-10-10".into(),
+                    sex: "female".into(),
+                    consent: true,
+                    local_ids: vec![
+                        LocalId {
+                            issuer: "1310000001".into(),
+                            patient_id: "12345".into(),
+                        },
+                        // the patient of testdata/hl7
+                        LocalId {
+                            issuer: "1310000001".into(),
+                            patient_id: "0000123456".into(),
+                        },
+                    ],
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        (tmp, share, p.id)
+    }
+
+    fn msg(msh4: &str, body: &str) -> Vec<u8> {
+        format!("MSH|^~\\&|HIS|{msh4}|RENKEI|REGION|20240301||{body}")
+            .replace('\n', "\r")
+            .into_bytes()
+    }
+
+    const ORU: &str = "ORU^R01|M1|P|2.5||||||UNICODE UTF-8
+PID|1||12345^^^^PI||佐藤^花子||19751010|F
+OBR|1|O1|F1|1^生化学^99XYZ|||20240301
+OBX|1|NM|3D046000001920402^HbA1c^JC10||6.8|%^%^UCUM|4.6-6.2|H|||F";
+
+    #[test]
+    fn header_and_identity_failures_are_ar_or_ae_naming_the_place() {
+        let (_tmp, share, _) = region();
+        let user_a = principal(Role::Doctor, Some("1310000001"));
+        let ack = share.import_hl7(&user_a, &msg("9999999999", ORU));
+        assert_eq!(ack.code, AckCode::AR);
+        assert_eq!(ack.issues[0].location.to_string(), "MSH-4");
+        let ack = share.import_hl7(
+            &user_a,
+            &msg("1310000001", &ORU.replace("|P|2.5", "|T|2.5")),
+        );
+        assert_eq!((ack.code, ack.issues[0].code), (AckCode::AR, 202));
+        let ack = share.import_hl7(
+            &user_a,
+            &msg("1310000001", &ORU.replace("ORU^R01", "QRY^A19")),
+        );
+        assert_eq!((ack.code, ack.issues[0].code), (AckCode::AR, 200));
+        // another facility's user
+        let other = principal(Role::Doctor, Some("1310000009"));
+        let ack = share.import_hl7(&other, &msg("1310000001", ORU));
+        assert_eq!(ack.code, AckCode::AR);
+        assert!(ack.text.contains("its own messages"), "{}", ack.text);
+        // missing PID
+        let no_pid = ORU.replace("PID|1||12345^^^^PI||佐藤^花子||19751010|F\n", "");
+        let ack = share.import_hl7(&user_a, &msg("1310000001", &no_pid));
+        assert_eq!(ack.code, AckCode::AE);
+        assert_eq!(ack.issues[0].location.segment, "PID");
+        assert!(
+            ack.er7()
+                .contains("\rERR||PID|100^Segment sequence error^HL70357|E||||PID segment missing"),
+            "{}",
+            ack.er7()
+        );
+        // unlinked patient
+        let ack = share.import_hl7(
+            &user_a,
+            &msg("1310000001", &ORU.replace("12345^^^^PI", "777^^^^PI")),
+        );
+        assert_eq!(ack.code, AckCode::AE);
+        assert_eq!(ack.issues[0].location.to_string(), "PID-3");
+        assert!(ack.text.contains("not linked"), "{}", ack.text);
+        // a wrong link is refused
+        let ack = share.import_hl7(
+            &user_a,
+            &msg("1310000001", &ORU.replace("19751010", "19751011")),
+        );
+        assert_eq!(ack.code, AckCode::AE);
+        assert!(ack.text.contains("birth date 1975-10-11"), "{}", ack.text);
+        // a malformed value: nothing is created
+        let ack = share.import_hl7(
+            &user_a,
+            &msg("1310000001", &ORU.replace("||6.8|", "||high|")),
+        );
+        assert_eq!(ack.code, AckCode::AE);
+        assert_eq!(ack.issues[0].location.to_string(), "OBX-5");
+        assert!(ack.created.is_empty());
+    }
+
+    #[test]
+    fn a_valid_message_reaches_the_clinical_record() {
+        let (_tmp, share, rid) = region();
+        // MSH-4 by a declared issuer; a regional administrator imports as the facility
+        let admin = principal(Role::RegionalAdmin, None);
+        let ack = share.import_hl7(&admin, &msg("HIS-A", ORU));
+        assert_eq!(ack.facility.as_deref(), Some("1310000001"));
+        assert_eq!(ack.patient.as_deref(), Some(rid.as_str()));
+        // accepted once the clinical record stores; until then the store's refusal is
+        // reported against the OBX it failed on
+        match ack.code {
+            AckCode::AA => assert_eq!(ack.created.len(), 1, "{ack:?}"),
+            _ => {
+                assert_eq!(ack.issues[0].location.to_string(), "OBX", "{ack:?}");
+                assert_eq!(ack.issues[0].location.sequence, 1);
+            }
+        }
+    }
+
+    #[test]
+    fn adt_a08_is_answered_but_not_applied() {
+        let (_tmp, share, rid) = region();
+        let user_a = principal(Role::Nurse, Some("1310000001"));
+        let body = "ADT^A08^ADT_A01|A1|P|2.5||||||UNICODE UTF-8
+EVN||20240301
+PID|1||12345^^^^PI||佐藤^花子^^^^^L^I~サトウ^ハナコ^^^^^L^P||19751011|F";
+        let ack = share.import_hl7(&user_a, &msg("1310000001", body));
+        assert_eq!(ack.code, AckCode::AA, "{ack:?}");
+        assert_eq!(ack.not_stored[0]["birthDate"], "1975-10-11");
+        assert_eq!(ack.not_stored[0]["id"], rid.as_str());
+        assert_eq!(ack.issues[0].severity, map::Severity::Warning);
+        assert!(
+            ack.text.contains("not applied") && ack.text.contains("birth date 1975-10-11"),
+            "{}",
+            ack.text
+        );
+        assert!(
+            ack.er7().contains("|W||||A08 patient update for"),
+            "{}",
+            ack.er7()
+        );
+    }
+
+    /// The files of testdata/hl7 (README there): every encoding decodes to the same
+    /// patient; the two malformed messages of the batch are AE (PID) and AR (MSH-9).
+    #[test]
+    fn the_test_files_decode_and_resolve() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/hl7");
+        let (_tmp, share, rid) = region();
+        let admin = principal(Role::RegionalAdmin, None);
+        let mut names = Vec::new();
+        let mut acks = Vec::new();
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "hl7"))
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 6);
+        for f in &files {
+            let bytes = std::fs::read(f).unwrap();
+            for piece in parse::split_batch(&bytes) {
+                let Piece::Message(m) = piece else {
+                    panic!("stray segments in {f:?}")
+                };
+                if let Ok(msg) = Message::parse(&m) {
+                    if let Some(pid) = msg.first("PID") {
+                        let d = map::demographics(pid).unwrap();
+                        names.push((d.family, d.given_kana, msg.header.charset));
+                    }
+                }
+            }
+            acks.extend(share.import_hl7_batch(&admin, &bytes));
+        }
+        assert_eq!(names.len(), 7, "messages with a readable PID");
+        for (family, kana, charset) in &names {
+            assert_eq!(
+                (family.as_str(), kana.as_str()),
+                ("佐藤", "ハナコ"),
+                "{charset:?}"
+            );
+        }
+        for set in [Charset::Iso2022Jp, Charset::ShiftJis, Charset::Utf8] {
+            assert!(names.iter().any(|n| n.2 == Some(set)), "{set:?}");
+        }
+        assert_eq!(acks.len(), 9);
+        let code = |id: &str| acks.iter().find(|a| a.control_id == id).map(|a| a.code);
+        assert_eq!(code("LAB20240320-0002"), Some(AckCode::AE));
+        assert_eq!(code("LAB20240320-0003"), Some(AckCode::AR));
+        assert_eq!(code("ADT20240306-0001"), Some(AckCode::AA));
+        for a in &acks {
+            if !["LAB20240320-0002", "LAB20240320-0003"].contains(&a.control_id.as_str()) {
+                assert_eq!(a.patient.as_deref(), Some(rid.as_str()), "{a:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn batches_answer_each_message() {
+        let (_tmp, share, _) = region();
+        let user_a = principal(Role::Doctor, Some("1310000001"));
+        let mut body = b"FHS|^~\\&\rBHS|^~\\&\r".to_vec();
+        body.extend(msg("1310000001", &ORU.replace("19751010", "19751011")));
+        body.extend(b"\r\n");
+        body.extend(
+            b"MSH|^~\\&|HIS|1310000001|||2024||ORU^R01|M2|P|2.5\rOBX|1|NM|X^Y^99L||1|||||F\r",
+        );
+        body.extend(b"MSH|^~|broken\r");
+        body.extend(b"BTS|3\rFTS|1\r");
+        let acks = share.import_hl7_batch(&user_a, &body);
+        assert_eq!(acks.len(), 3);
+        assert_eq!(
+            (acks[0].code, acks[0].control_id.as_str()),
+            (AckCode::AE, "M1")
+        );
+        assert_eq!(
+            (acks[1].code, acks[1].control_id.as_str()),
+            (AckCode::AE, "M2")
+        );
+        assert_eq!(acks[1].issues[0].location.segment, "PID");
+        assert_eq!(acks[2].code, AckCode::AR);
+        assert_eq!(acks[2].issues[0].location.to_string(), "MSH-2");
+        assert_eq!(share.import_hl7_batch(&user_a, b"hello").len(), 1);
+    }
+}
