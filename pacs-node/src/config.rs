@@ -107,16 +107,22 @@ pub(crate) struct FileConfig {
     pub(crate) pixel_workers: Option<usize>,
     /// Re-encode uncompressed images losslessly in the background; default none.
     pub(crate) storage_compression: Option<StorageCompression>,
-    /// Serve DICOMweb to peers other than loopback; default false (until access control).
+    /// Serve DICOMweb to peers other than loopback (they still need a token); default true.
     pub(crate) dicomweb_allow_remote: Option<bool>,
     /// Origins browsers may call DICOMweb from (CORS), e.g. `["http://localhost:3000"]`.
     pub(crate) cors_origins: Option<Vec<String>>,
+    /// Largest STOW-RS request body in bytes (413 beyond it); 0 is unlimited. Default 4 GiB.
+    pub(crate) max_stow_bytes: Option<u64>,
     /// How long a check-in keeps a treating relationship open, in seconds; default 90 days.
     pub(crate) relationship_secs: Option<u64>,
     /// How long a break-glass grant lasts, in seconds; default 4 hours.
     pub(crate) break_glass_secs: Option<u64>,
     /// Default lifetime of new tokens, in seconds; default 365 days.
     pub(crate) token_secs: Option<u64>,
+    /// TCP port of the MLLP listener for HL7 v2 messages (on `bind`); none: no listener.
+    pub(crate) mllp_port: Option<u16>,
+    /// The clinical record: duplicate-check windows, drug classes (`[clinical]`).
+    pub(crate) clinical: Option<renkei_share::clinical::ClinicalConfig>,
     /// Known remote AEs.
     #[serde(default)]
     pub(crate) remote: Vec<Remote>,
@@ -166,8 +172,12 @@ mod tests {
         assert_eq!(c.ae_title.as_deref(), Some("PACS1"));
         assert_eq!(c.remote[0].facility.as_deref(), Some("1310000001"));
         assert!(toml::from_str::<FileConfig>("nonsense = 1").is_err());
+        let c: FileConfig = toml::from_str("mllp_port = 2575").unwrap();
+        assert_eq!(c.mllp_port, Some(2575));
         let c: FileConfig = toml::from_str("storage_compression = \"jpeg-ls\"").unwrap();
         assert_eq!(c.storage_compression, Some(StorageCompression::JpegLs));
         assert!(toml::from_str::<FileConfig>("storage_compression = \"zip\"").is_err());
+        let c: FileConfig = toml::from_str("max_stow_bytes = 0").unwrap();
+        assert_eq!(c.max_stow_bytes, Some(0));
     }
 }

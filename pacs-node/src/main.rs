@@ -2,6 +2,7 @@
 
 mod compress;
 mod config;
+mod mllp;
 mod serve;
 
 use std::net::IpAddr;

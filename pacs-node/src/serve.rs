@@ -35,6 +35,8 @@ pub(crate) struct Settings {
     compression: StorageCompression,
     dicomweb: DicomWebOptions,
     share: ShareConfig,
+    /// The MLLP listener's port (HL7 v2), when configured.
+    mllp_port: Option<u16>,
 }
 
 impl Settings {
@@ -77,8 +79,13 @@ impl Settings {
         let dicomweb = DicomWebOptions {
             max_results: file.max_find_results.unwrap_or(defaults.max_find_results),
             fold_names: file.pn_folding.unwrap_or(defaults.fold_names),
-            allow_remote: file.dicomweb_allow_remote.unwrap_or(false),
+            // tokens guard DICOMweb now; `false` keeps it to this machine as well
+            allow_remote: file.dicomweb_allow_remote.unwrap_or(true),
             cors_origins: DicomWebOptions::parse_origins(&file.cors_origins.unwrap_or_default())?,
+            max_stow_bytes: file
+                .max_stow_bytes
+                .unwrap_or(DicomWebOptions::default().max_stow_bytes),
+            ..DicomWebOptions::default()
         };
         Ok(Settings {
             data_dir: args
@@ -120,6 +127,7 @@ impl Settings {
             remotes,
             compression: file.storage_compression.unwrap_or_default(),
             dicomweb,
+            mllp_port: file.mllp_port,
             share: {
                 let d = ShareConfig::default();
                 ShareConfig {
@@ -127,6 +135,7 @@ impl Settings {
                     break_glass_secs: file.break_glass_secs.unwrap_or(d.break_glass_secs),
                     token_secs: file.token_secs.unwrap_or(d.token_secs),
                     node_name: ae_title.clone(),
+                    clinical: file.clinical.unwrap_or(d.clinical),
                 }
             },
         })
@@ -134,7 +143,7 @@ impl Settings {
 }
 
 /// Run the node until a termination signal.
-pub(crate) async fn serve(s: Settings) -> Result<()> {
+pub(crate) async fn serve(mut s: Settings) -> Result<()> {
     let store = {
         let (dir, options) = (s.data_dir.clone(), s.store);
         tokio::task::spawn_blocking(move || Store::open_with(&dir, options))
@@ -180,11 +189,20 @@ pub(crate) async fn serve(s: Settings) -> Result<()> {
     scp_options.share = Some(share.clone());
     if let Some(target) = s.compression.target() {
         let (tx, rx) = tokio::sync::mpsc::channel(crate::compress::QUEUE);
+        s.dicomweb.stored = Some(tx.clone()); // STOW-RS instances too
         scp_options.stored = Some(tx);
         let compressor =
             crate::compress::Compressor::new(store.clone(), scp_options.pixel_pool.clone(), target);
         info!(transfer_syntax = target, "storage compression on");
         tokio::spawn(compressor.run(rx, stop_rx.clone()));
+    }
+    if let Some(port) = s.mllp_port {
+        let addr = SocketAddr::new(s.bind, port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for MLLP (HL7 v2) on {addr}"))?;
+        info!(mllp = %addr, "HL7 v2 MLLP listener ready");
+        tokio::spawn(crate::mllp::serve(listener, share.clone(), stop_rx.clone()));
     }
     let pixel_pool = scp_options.pixel_pool.clone(); // WADO-RS shares the DICOM side's pool
     let scp = Arc::new(Scp::new(scp_options, store.clone(), metrics.clone()));

@@ -275,6 +275,24 @@ fn two_facilities_same_local_id_found_under_regional_id_only_with_relationship()
     assert_eq!(qido(node, &r.doctor_c, "999").0, Vec::<String>::new());
     assert_eq!(findscu(node, "MOD_A", "999").0, vec![study_uid(3)]);
     assert_eq!(qido(node, &r.doctor_a, "999").0, vec![study_uid(3)]);
+    // a STOW-RS by A's doctor is A's too (issuer = the user's facility)
+    let sent = dir.path().join("sent");
+    std::fs::create_dir_all(&sent).unwrap();
+    let o = std::process::Command::new(common::peer_python())
+        .env("RENKEI_TOKEN", &r.doctor_a)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/stow_dicomweb_client.py"))
+        .arg(format!("http://127.0.0.1:{}/dicom-web", node.http_port))
+        .arg(&sent)
+        .arg(study(dir.path(), 4, "555"))
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(qido(node, &r.doctor_a, "555").0, vec![study_uid(4)]);
+    assert_eq!(qido(node, &r.doctor_c, "555").0, Vec::<String>::new());
+    assert_eq!(findscu(node, "MOD_A", "555").0, vec![study_uid(4)]);
+
     // ... and is listed for the administrator
     let (s, v) = get(node, &r.admin, "/api/unlinked");
     assert_eq!(s, 200, "{v}");
@@ -290,7 +308,10 @@ fn two_facilities_same_local_id_found_under_regional_id_only_with_relationship()
             )
         })
         .collect();
-    assert_eq!(unlinked, vec!["1310000001|999".to_string()]);
+    assert_eq!(
+        unlinked,
+        vec!["1310000001|555".to_string(), "1310000001|999".to_string()]
+    );
     // EMS sees no images, break-glass or not
     assert_eq!(qido(node, &r.ems, &rid).0, Vec::<String>::new());
 
@@ -496,6 +517,12 @@ fn bad_input_is_a_clear_4xx_and_changes_nothing() {
     let (s, v) = get(node, &r.doctor_c, "/api/whoami");
     assert_eq!(s, 401);
     assert!(v["detail"].as_str().unwrap().contains("revoked"), "{v}");
+    // FHIR clients get their 401 as an OperationOutcome
+    let (s, v) = node
+        .http_as(None, "GET", &format!("/fhir/Patient/{rid}"), None)
+        .unwrap();
+    assert_eq!(s, 401, "{v}");
+    assert!(v.contains("OperationOutcome") && v.contains("login"), "{v}");
     // /healthz needs none
     assert_eq!(node.http_as(None, "GET", "/healthz", None).unwrap().0, 200);
 

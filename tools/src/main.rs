@@ -11,6 +11,8 @@
 - `renkei render IN OUT.png`: one frame as a PNG or JPEG, windowed
 - `renkei admin …`: administer a Renkei node over its REST API (facilities, users,
   tokens, patients, cards, check-in, break-glass, audit)
+- `renkei import hl7 FILE|DIR`: send HL7 v2 messages (lab results, prescriptions, patient
+  updates, problems) to a Renkei node and report each ACK
 
 Each subcommand lives in its own module; connection flags are shared
 (`connection`), and so are the DIMSE helpers (`dimse`); `admin` is a folder of its own
@@ -22,6 +24,7 @@ mod connection;
 mod dimse;
 mod echo;
 mod find;
+mod import;
 mod query;
 mod render;
 mod retrieve;
@@ -65,6 +68,7 @@ enum Command {
     Transcode(transcode::TranscodeArgs),
     Render(render::RenderArgs),
     Admin(admin::AdminArgs),
+    Import(import::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
         Command::Transcode(args) => transcode::run(args),
         Command::Render(args) => render::run(args),
         Command::Admin(args) => admin::run(args),
+        Command::Import(args) => import::run(args),
     };
     match result {
         Ok(code) => code,

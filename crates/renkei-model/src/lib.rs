@@ -16,6 +16,7 @@ pub mod person_name;
 pub mod query;
 pub mod record;
 pub mod storage_classes;
+pub mod time;
 pub mod uid;
 
 pub use extract::{extract_record, ExtractError, CHARSET_TEXT_TAGS};

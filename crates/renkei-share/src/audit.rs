@@ -250,10 +250,12 @@ pub fn verify(index: &Index) -> Result<VerifyReport> {
         match head.as_deref().map(ChainHead::decode) {
             None if prev.seq == 0 => {}
             Some(Some(h)) if h == prev => {}
-            Some(Some(h)) if h.seq != prev.seq => problem = Some(format!(
+            Some(Some(h)) if h.seq != prev.seq => {
+                problem = Some(format!(
                 "the audit chain ends at record {} but its head names record {}: records removed",
                 prev.seq, h.seq
-            )),
+            ))
+            }
             _ => {
                 problem = Some(format!(
                     "audit record {} ({}) was altered: it does not match the chain head",
@@ -320,7 +322,6 @@ pub fn to_fhir(rec: &AuditRecord, node: &str) -> Value {
         "recorded": rfc3339(rec.time_us),
         // 0 success, 4 minor failure: a denial is the system working, not failing
         "outcome": if e.allowed { "0" } else { "4" },
-        "outcomeDesc": e.detail,
         "purposeOfEvent": [{"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
             "code": e.purpose.code()
@@ -328,8 +329,7 @@ pub fn to_fhir(rec: &AuditRecord, node: &str) -> Value {
         "agent": [{
             "who": {"identifier": {"value": e.actor}, "display": e.actor_name},
             "requestor": true,
-            "role": [{"text": if e.role.is_empty() { "DICOM application" } else { e.role.as_str() }}],
-            "location": {"identifier": {"value": e.facility}}
+            "role": [{"text": if e.role.is_empty() { "DICOM application" } else { e.role.as_str() }}]
         }],
         "source": {"observer": {"display": node}},
         "extension": [{
@@ -337,6 +337,16 @@ pub fn to_fhir(rec: &AuditRecord, node: &str) -> Value {
             "valueString": e.action
         }]
     });
+    // FHIR forbids empty strings: optional elements only when there is something to say
+    if !e.detail.is_empty() {
+        ev["outcomeDesc"] = json!(e.detail);
+    }
+    if !e.facility.is_empty() {
+        ev["agent"][0]["location"] = json!({"identifier": {"value": e.facility}});
+    }
+    if e.actor_name.is_empty() {
+        ev["agent"][0]["who"] = json!({"identifier": {"value": e.actor}});
+    }
     if let Some((c, d)) = sub {
         ev["subtype"] = json!([{"system": DCM, "code": c, "display": d}]);
     }

@@ -16,6 +16,9 @@
 //! | `share` | `E` facility code, regional ID | [`Relationship`](crate::model::Relationship) |
 //! | `share` | `B` user id, regional ID | [`BreakGlass`](crate::model::BreakGlass) |
 //! | `share` | `N` name | u64 BE: sequence counters (regional IDs, users, history) |
+//! | `share` | `D` resource type, id | current version of a clinical resource (`clinical::store`) |
+//! | `share` | `V` resource type, id, version (10 digits) | an earlier version |
+//! | `share` | `P` regional ID, resource type, date (14 digits, UTC), id | timeline row with the search keys |
 //! | `audit` | `s` seq (u64 BE) | [`AuditRecord`](crate::audit::AuditRecord) |
 //! | `audit` | `h` | the chain head: seq (u64 BE) and SHA-256 of the last record |
 //! | `audit` | `p` patient, seq (u64 BE) | empty (audit by patient) |
@@ -52,6 +55,12 @@ pub const RELATIONSHIP: u8 = b'E';
 pub const BREAK_GLASS: u8 = b'B';
 /// Sequence counters.
 pub const SEQUENCE: u8 = b'N';
+/// Clinical resources, current version (type, id).
+pub const CLINICAL_DOC: u8 = b'D';
+/// Clinical resources, earlier versions (type, id, version).
+pub const CLINICAL_VERSION: u8 = b'V';
+/// Clinical timeline (patient, type, date, id).
+pub const CLINICAL_TIMELINE: u8 = b'P';
 
 /// Audit records by sequence number.
 pub const AUDIT_RECORD: u8 = b's';

@@ -12,6 +12,7 @@
 //! - [`care`]: cards, consent, check-in (treating relationships), break-glass;
 //! - [`policy`]: the one access policy every read path asks (DIMSE, DICOMweb, FHIR);
 //! - [`audit`]: the hash-chained audit trail and its FHIR AuditEvent export;
+//! - [`hl7`]: HL7 v2.5 import (JAHIS / SS-MIX2 messages) into the clinical record;
 //! - [`keys`]: every key layout of the `share` and `audit` column families.
 //!
 //! The domain lives in two column families of the node's one RocksDB index
@@ -24,7 +25,9 @@
 pub mod admin;
 pub mod audit;
 pub mod care;
+pub mod clinical;
 pub mod error;
+pub mod hl7;
 pub mod identity;
 pub mod ids;
 pub mod keys;
@@ -60,6 +63,8 @@ pub struct ShareConfig {
     pub token_secs: u64,
     /// The node's AE title (the audit source).
     pub node_name: String,
+    /// The clinical record's duplicate checks and summary.
+    pub clinical: clinical::ClinicalConfig,
 }
 
 impl Default for ShareConfig {
@@ -69,6 +74,7 @@ impl Default for ShareConfig {
             break_glass_secs: 4 * 3600,
             token_secs: 365 * 24 * 3600,
             node_name: "RENKEI".into(),
+            clinical: clinical::ClinicalConfig::default(),
         }
     }
 }
@@ -189,6 +195,15 @@ impl Share {
     /// into the batch, and returns its result with the audit entry; the entry is chained
     /// into the same batch, committed with a synced WAL. When `f` fails nothing is written.
     fn transact<T>(&self, f: impl FnOnce(&mut Tx<'_, '_>) -> Result<(T, AuditEntry)>) -> Result<T> {
+        self.transact_many(|tx| f(tx).map(|(out, entry)| (out, vec![entry])))
+    }
+
+    /// [`Share::transact`] for a change of several operations (a batch of creates): one
+    /// audit record per operation, all chained into the one batch.
+    fn transact_many<T>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_, '_>) -> Result<(T, Vec<AuditEntry>)>,
+    ) -> Result<T> {
         let mut head = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = self.index().batch();
         let mut tx = Tx {
@@ -196,7 +211,7 @@ impl Share {
             batch: &mut batch,
             seqs: HashMap::new(),
         };
-        let (out, entry) = f(&mut tx)?;
+        let (out, entries) = f(&mut tx)?;
         let seqs = std::mem::take(&mut tx.seqs);
         for (name, value) in seqs {
             batch.put_bytes(
@@ -205,7 +220,11 @@ impl Share {
                 &value.to_be_bytes(),
             )?;
         }
-        let new_head = head.append(&mut batch, entry, now_us())?;
+        let now = now_us();
+        let mut new_head = *head;
+        for entry in entries {
+            new_head = new_head.append(&mut batch, entry, now)?;
+        }
         batch.commit()?;
         *head = new_head;
         Ok(out)

@@ -44,7 +44,19 @@ pub async fn require_token(
             PRINCIPAL.scope(principal, next.run(req)).await
         }
         Err(e) => {
-            let mut resp = ApiError::from(e).into_response();
+            // FHIR clients read errors as OperationOutcome (FHIR R4 http.html#2.21.0.4)
+            let mut resp = if req.uri().path().starts_with("/fhir/") {
+                let status = match &e {
+                    ShareError::Unauthorized(_) => axum::http::StatusCode::UNAUTHORIZED,
+                    _ => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                crate::fhir::fhir(
+                    status,
+                    crate::fhir::outcome("error", "login", &e.to_string()),
+                )
+            } else {
+                ApiError::from(e).into_response()
+            };
             resp.headers_mut().insert(
                 WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"renkei\""),
@@ -66,6 +78,12 @@ pub fn current_actor() -> Result<Actor, ApiError> {
     PRINCIPAL
         .try_with(|p| Actor::User(p.clone()))
         .map_err(|_| ApiError::Unauthorized("not signed in".into()))
+}
+
+/// The facility of the request's signed-in user: what STOW-RS indexes instances without
+/// Issuer of Patient ID under.
+pub fn current_facility() -> Option<String> {
+    PRINCIPAL.try_with(|p| p.facility.clone()).ok().flatten()
 }
 
 /// The actor of an authenticated request.

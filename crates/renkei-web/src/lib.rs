@@ -10,6 +10,7 @@ pub mod dicomweb;
 mod error;
 pub mod fhir;
 pub mod routes;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -46,6 +47,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::statistics::router())
         .merge(routes::remotes::router())
         .merge(routes::share::router())
+        .merge(routes::hl7::router())
         .merge(fhir::router())
         .merge(dicomweb)
         .layer(axum::middleware::from_fn_with_state(
@@ -54,6 +56,7 @@ pub fn app(state: AppState) -> Router {
         ));
     Router::new()
         .merge(routes::health::router())
+        .merge(ui::router()) // the pages ask for the token themselves
         .merge(gated)
         .with_state(state)
 }

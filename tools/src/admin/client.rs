@@ -192,6 +192,25 @@ impl Client {
         self.finish("POST", &url, result)
     }
 
+    /// POST raw bytes (an HL7 v2 body for `renkei import hl7`) with their media type; the
+    /// answer is asked for as JSON.
+    pub(crate) fn post_bytes(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> anyhow::Result<Answer> {
+        let url = self.url(path);
+        let result = self
+            .agent
+            .post(&url)
+            .header("Authorization", self.auth())
+            .header("Accept", "application/json")
+            .content_type(content_type)
+            .send(body);
+        self.finish("POST", &url, result)
+    }
+
     fn finish(
         &self,
         method: &str,

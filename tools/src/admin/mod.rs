@@ -11,7 +11,7 @@ Modules: `client` (HTTP, token, problems), `output` (human summaries), `patient`
 enrolment and the patient commands).
 */
 
-mod client;
+pub(crate) mod client;
 mod output;
 mod patient;
 

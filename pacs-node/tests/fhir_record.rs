@@ -1,0 +1,1449 @@
+//! Issue 7, "what it must show" 1–3, against a real node: the shared clinical record over
+//! FHIR R4. Three facilities (clinic A, lab B, hospital C with a CT modality) record a
+//! diagnosis, a prescription, HbA1c results and a CT pushed with DCMTK `storescu`; a
+//! doctor at C with the card checked in sees everything in `$everything` ordered by date,
+//! and C's second HbA1c order and duplicate prescription raise DetectedIssues naming A
+//! and B; an EMS crew gets `$summary` by card only after break-glass, audited; every
+//! resource the API returns validates with Python `fhir.resources`, and the
+//! CapabilityStatement lists exactly what answers.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{corpus, dcmtk, peer_python, Node};
+use serde_json::{json, Value};
+
+const A: &str = "1310000001";
+const B: &str = "1310000002";
+const C: &str = "1310000003";
+const D: &str = "1310000004";
+const LOINC: &str = "http://loinc.org";
+const JLAC10: &str = "urn:oid:1.2.392.200119.4.504";
+const YJ: &str = "urn:oid:1.2.392.100495.20.1.73";
+const ICD10: &str = "http://hl7.org/fhir/sid/icd-10";
+
+/// An HTTP answer: status, headers (lower-case names), body bytes.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&self.body).into_owned()))
+    }
+
+    fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+fn dechunk(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    loop {
+        let Some(i) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return body.to_vec();
+        };
+        let Ok(len) = usize::from_str_radix(String::from_utf8_lossy(&rest[..i]).trim(), 16) else {
+            return body.to_vec();
+        };
+        if len == 0 {
+            return out;
+        }
+        let start = i + 2;
+        if rest.len() < start + len {
+            return body.to_vec();
+        }
+        out.extend_from_slice(&rest[start..start + len]);
+        rest = &rest[(start + len).min(rest.len())..];
+        if rest.starts_with(b"\r\n") {
+            rest = &rest[2..];
+        }
+    }
+}
+
+/// One HTTP/1.1 request with a bearer token and extra headers.
+fn request(
+    node: &Node,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut s = TcpStream::connect(("127.0.0.1", node.http_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\n",
+        node.http_port,
+        body.len()
+    );
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP head");
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = buf[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn get(node: &Node, token: &str, path: &str) -> Answer {
+    request(node, Some(token), "GET", path, None, &[])
+}
+
+fn post(node: &Node, token: &str, path: &str, body: &Value) -> Answer {
+    request(node, Some(token), "POST", path, Some(body), &[])
+}
+
+/// Days since the epoch → `YYYY-MM-DD` (no date crate in the tests either).
+fn civil(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn today() -> i64 {
+    (SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400) as i64
+}
+
+/// `YYYY-MM-DD` of `n` days ago.
+fn day(n: i64) -> String {
+    civil(today() - n)
+}
+
+/// A dateTime of `n` days ago (01:00 UTC).
+fn at(n: i64) -> String {
+    format!("{}T01:00:00Z", day(n))
+}
+
+/// The clinical date of a resource, comparable as text (dates and UTC dateTimes).
+fn clinical_date(r: &Value) -> String {
+    let f = |p: &str| r.pointer(p).and_then(Value::as_str).map(str::to_string);
+    f("/period/start")
+        .or_else(|| f("/onsetDateTime"))
+        .or_else(|| f("/effectiveDateTime"))
+        .or_else(|| f("/authoredOn"))
+        .or_else(|| f("/recordedDate"))
+        .or_else(|| f("/identifiedDateTime"))
+        .or_else(|| f("/started"))
+        .or_else(|| f("/date"))
+        .unwrap_or_default()
+}
+
+fn resources_of(bundle: &Value) -> Vec<Value> {
+    bundle["entry"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["search"]["mode"] != "outcome")
+        .map(|e| e["resource"].clone())
+        .collect()
+}
+
+fn ids_of(bundle: &Value, t: &str) -> Vec<String> {
+    resources_of(bundle)
+        .iter()
+        .filter(|r| r["resourceType"] == t)
+        .map(|r| r["id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Everything a test needs: the node, tokens, the patient, the records created.
+struct Record {
+    node: Node,
+    admin: String,
+    doctor_a: String,
+    tech_b: String,
+    doctor_c: String,
+    doctor_d: String,
+    ems: String,
+    patient: String,
+    card: String,
+    study_uid: String,
+    /// type → ids created, in order.
+    ids: BTreeMap<&'static str, Vec<String>>,
+    /// Every JSON answer worth validating: (label, resource).
+    seen: Vec<(String, Value)>,
+}
+
+impl Record {
+    fn keep(&mut self, label: &str, v: &Value) {
+        self.seen.push((label.to_string(), v.clone()));
+    }
+
+    fn id(&self, t: &str, i: usize) -> String {
+        self.ids[t][i].clone()
+    }
+
+    /// Create as `token`; asserts 201 and keeps the answer.
+    fn create(&mut self, token: &str, r: Value) -> Answer {
+        let t = r["resourceType"].as_str().unwrap().to_string();
+        let a = post(&self.node, token, &format!("/fhir/{t}"), &r);
+        assert_eq!(a.status, 201, "create {t}: {}", a.json());
+        let v = a.json();
+        let id = v["id"].as_str().unwrap().to_string();
+        assert_eq!(
+            a.header("location"),
+            vec![format!("/fhir/{t}/{id}/_history/1").as_str()]
+        );
+        assert_eq!(a.header("etag"), vec!["W/\"1\""]);
+        assert_eq!(v["meta"]["versionId"], "1");
+        let t: &'static str = Box::leak(t.into_boxed_str());
+        self.ids.entry(t).or_default().push(id);
+        self.keep(&format!("create {t}"), &v);
+        a
+    }
+}
+
+fn subject(p: &str) -> Value {
+    json!({"reference": format!("Patient/{p}")})
+}
+
+fn hba1c_observation(p: &str, days_ago: i64, value: f64) -> Value {
+    json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+        "code": {"coding": [
+            {"system": JLAC10, "code": "3D046000001920402", "display": "HbA1c(NGSP)"},
+            {"system": LOINC, "code": "4548-4", "display": "Hemoglobin A1c/Hemoglobin.total in Blood"}],
+            "text": "HbA1c"},
+        "subject": subject(p),
+        "effectiveDateTime": at(days_ago),
+        "valueQuantity": {"value": value, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"},
+        "referenceRange": [{"low": {"value": 4.6, "unit": "%"}, "high": {"value": 6.2, "unit": "%"}}],
+        "interpretation": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": "H"}]}]
+    })
+}
+
+fn statin(p: &str, code: &str, name: &str, days_ago: i64) -> Value {
+    json!({
+        "resourceType": "MedicationRequest",
+        "status": "active",
+        "intent": "order",
+        "medicationCodeableConcept": {"coding": [{"system": YJ, "code": code, "display": name}], "text": name},
+        "subject": subject(p),
+        "authoredOn": at(days_ago),
+        "dosageInstruction": [{"text": "1日1回 朝食後 1錠",
+            "route": {"coding": [{"system": "http://jpfhir.jp/fhir/core/CodeSystem/JP_MedicationRouteHL70162_CS", "code": "PO", "display": "口"}]},
+            "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
+            "doseAndRate": [{"doseQuantity": {"value": 1, "unit": "錠"}}]}],
+        "dispenseRequest": {"expectedSupplyDuration": {"value": 90, "unit": "日", "system": "http://unitsofmeasure.org", "code": "d"}}
+    })
+}
+
+fn hba1c_order(p: &str) -> Value {
+    json!({
+        "resourceType": "ServiceRequest",
+        "status": "active",
+        "intent": "order",
+        "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "108252007", "display": "Laboratory procedure"}]}],
+        "code": {"coding": [{"system": LOINC, "code": "4548-4"}], "text": "HbA1c"},
+        "subject": subject(p),
+        "authoredOn": at(0)
+    })
+}
+
+/// The corpus CT as hospital C's modality sends it: local ID C-7788, no issuer,
+/// study date 5 days ago, chest.
+fn ct_file(dir: &Path, uid: &str) -> PathBuf {
+    let f = dir.join("ct.dcm");
+    std::fs::copy(corpus("valid/CT_small.dcm"), &f).unwrap();
+    let date = day(5).replace('-', "");
+    let o = dcmtk("dcmodify")
+        .args(["-nb", "-imt", "-ea", "(0010,0021)"])
+        .args(["-i", "(0010,0020)=C-7788"])
+        .args(["-i", &format!("(0020,000d)={uid}")])
+        .args(["-i", &format!("(0008,0020)={date}")])
+        .args(["-i", "(0018,0015)=CHEST"])
+        .args(["-gse", "-gin"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "dcmodify: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    f
+}
+
+/// The region and the record of the scenario (issue 7 point 2), up to the CT being
+/// linked; C has not checked the patient in yet.
+fn build(dir: &Path) -> Record {
+    let node = Node::start(&dir.join("data"));
+    let admin = node.admin_token();
+    for (code, name, kind, ae, phone) in [
+        (A, "Sakura Clinic", "clinic", "", "03-1111-1111"),
+        (B, "Midori Lab", "laboratory", "", "03-2222-2222"),
+        (C, "Chuo Hospital", "hospital", "CT_C", "03-3333-3333"),
+        (D, "Kita Hospital", "hospital", "", "03-4444-4444"),
+        ("EMS1", "City EMS", "ems", "", "119"),
+    ] {
+        let aes: Vec<&str> = if ae.is_empty() { vec![] } else { vec![ae] };
+        let a = post(
+            &node,
+            &admin,
+            "/api/facilities",
+            &json!({"code": code, "name": name, "kind": kind, "ae_titles": aes, "phone": phone}),
+        );
+        assert_eq!(a.status, 201, "{}", a.json());
+    }
+    let user = |facility: &str, role: &str| {
+        let a = post(
+            &node,
+            &admin,
+            "/api/users",
+            &json!({"name": format!("{role}@{facility}"), "facility": facility, "role": role}),
+        );
+        assert_eq!(a.status, 201, "{}", a.json());
+        a.json()["token"]["token"].as_str().unwrap().to_string()
+    };
+    let doctor_a = user(A, "doctor");
+    let tech_b = user(B, "technologist");
+    let doctor_c = user(C, "doctor");
+    let doctor_d = user(D, "doctor");
+    let ems = user("EMS1", "ems-crew");
+    let a = post(
+        &node,
+        &admin,
+        "/api/patients",
+        &json!({"family": "佐藤", "given": "花子", "family_kana": "サトウ", "given_kana": "ハナコ",
+                "birth_date": "1958-10-10", "sex": "female", "consent": true, "phone": "090-0000-0000",
+                "local_ids": [{"issuer": A, "patient_id": "A-100"}, {"issuer": B, "patient_id": "B-200"}]}),
+    );
+    assert_eq!(a.status, 201, "{}", a.json());
+    let patient = a.json()["id"].as_str().unwrap().to_string();
+    let a = post(
+        &node,
+        &admin,
+        &format!("/api/patients/{patient}/cards"),
+        &json!({}),
+    );
+    assert_eq!(a.status, 201, "{}", a.json());
+    let card = a.json()["number"].as_str().unwrap().to_string();
+    let study_uid = format!("1.2.826.0.1.3680043.10.1459.77.{}", std::process::id());
+    let mut r = Record {
+        node,
+        admin,
+        doctor_a,
+        tech_b,
+        doctor_c,
+        doctor_d,
+        ems,
+        patient: patient.clone(),
+        card,
+        study_uid,
+        ids: BTreeMap::new(),
+        seen: Vec::new(),
+    };
+    let p = patient.as_str();
+    let (da, tb) = (r.doctor_a.clone(), r.tech_b.clone());
+
+    // clinic A: a visit, a diagnosis (ICD-10), a prescription, an allergy, a letter
+    r.create(
+        &da,
+        json!({"resourceType": "Encounter", "status": "finished",
+               "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB", "display": "ambulatory"},
+               "type": [{"text": "外来 (outpatient visit)"}],
+               "subject": subject(p), "period": {"start": at(61), "end": at(61)}}),
+    );
+    let enc = r.id("Encounter", 0);
+    r.create(
+        &da,
+        json!({"resourceType": "Condition",
+               "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+               "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}]},
+               "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category", "code": "problem-list-item"}]}],
+               "code": {"coding": [{"system": ICD10, "code": "E11.9", "display": "2型糖尿病"}], "text": "2型糖尿病"},
+               "subject": subject(p), "encounter": {"reference": format!("Encounter/{enc}")},
+               "onsetDateTime": at(60), "recordedDate": at(60)}),
+    );
+    r.create(&da, statin(p, "2189015F1022", "リピトール錠10mg", 59));
+    r.create(
+        &da,
+        json!({"resourceType": "AllergyIntolerance",
+               "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}]},
+               "category": ["medication"], "criticality": "high",
+               "code": {"text": "ペニシリン系抗菌薬"},
+               "patient": subject(p), "recordedDate": at(58)}),
+    );
+    let letter = "紹介状: 2型糖尿病 加療中。ご高診のほどよろしくお願いいたします。";
+    r.create(
+        &da,
+        json!({"resourceType": "DocumentReference", "status": "current",
+               "type": {"coding": [{"system": LOINC, "code": "57133-1", "display": "Referral note"}]},
+               "subject": subject(p), "date": format!("{}T02:00:00Z", day(57)),
+               "content": [{"attachment": {"contentType": "text/plain; charset=utf-8", "title": "紹介状",
+                   "data": base64(letter.as_bytes())}}]}),
+    );
+    // lab B: two HbA1c results, 45 and 10 days ago
+    r.create(&tb, hba1c_observation(p, 45, 7.4));
+    r.create(&tb, hba1c_observation(p, 10, 7.1));
+
+    // hospital C's modality pushes a CT under its own local ID; it is linked afterwards
+    let file = ct_file(dir, &r.study_uid);
+    let o = dcmtk("storescu")
+        .args(["-aet", "CT_C", "-aec", &r.node.ae_title, "127.0.0.1"])
+        .arg(r.node.dicom_port.to_string())
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "storescu: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let a = post(
+        &r.node,
+        &r.admin,
+        &format!("/api/patients/{p}/links"),
+        &json!({"issuer": C, "patient_id": "C-7788"}),
+    );
+    assert_eq!(a.status, 200, "{}", a.json());
+    r
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            out.push(if i <= c.len() {
+                char::from(T[(n >> (18 - 6 * i) & 63) as usize])
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+fn checkin(r: &Record, token: &str) {
+    let a = post(
+        &r.node,
+        token,
+        "/api/encounters/checkin",
+        &json!({"card": r.card}),
+    );
+    assert_eq!(a.status, 200, "{}", a.json());
+}
+
+/// The DetectedIssues a create answered with (Link headers), read back.
+fn detected_issues(r: &mut Record, token: &str, created: &Answer) -> Vec<Value> {
+    let mut out = Vec::new();
+    for link in created.header("link") {
+        let url = link
+            .trim_start_matches('<')
+            .split_once('>')
+            .unwrap()
+            .0
+            .to_string();
+        let path = &url[url.find("/fhir/").unwrap()..];
+        let a = get(&r.node, token, path);
+        assert_eq!(a.status, 200, "{}", a.json());
+        let v = a.json();
+        r.keep("read DetectedIssue", &v);
+        r.ids
+            .entry("DetectedIssue")
+            .or_default()
+            .push(v["id"].as_str().unwrap().to_string());
+        out.push(v);
+    }
+    out
+}
+
+#[test]
+fn scenario_three_facilities_timeline_and_duplicate_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = build(dir.path());
+    let p = r.patient.clone();
+    let dc = r.doctor_c.clone();
+
+    // before check-in: C sees its own CT (its local ID is linked) but none of A's or B's
+    let a = get(&r.node, &dc, &format!("/fhir/Patient/{p}/$everything"));
+    assert_eq!(a.status, 200, "{}", a.json());
+    let before = a.json();
+    assert_eq!(ids_of(&before, "ImagingStudy"), vec![r.study_uid.clone()]);
+    assert!(ids_of(&before, "Condition").is_empty(), "{before}");
+    let outcome = before["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["search"]["mode"] == "outcome")
+        .expect("a warning that records were withheld");
+    assert!(
+        outcome["resource"]["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("treating relationship"),
+        "{outcome}"
+    );
+    // a doctor of a facility without any tie to the patient: 403
+    let a = get(
+        &r.node,
+        &r.doctor_d,
+        &format!("/fhir/Patient/{p}/$everything"),
+    );
+    assert_eq!(a.status, 403, "{}", a.json());
+    assert_eq!(a.json()["resourceType"], "OperationOutcome");
+
+    // with the card checked in at C, everything, ordered by date
+    checkin(&r, &dc);
+    let a = get(&r.node, &dc, &format!("/fhir/Patient/{p}/$everything"));
+    assert_eq!(a.status, 200, "{}", a.json());
+    let all = a.json();
+    let rs = resources_of(&all);
+    let types: Vec<&str> = rs
+        .iter()
+        .map(|r| r["resourceType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            "Patient",
+            "Consent",
+            "Encounter",
+            "Condition",
+            "MedicationRequest",
+            "AllergyIntolerance",
+            "DocumentReference",
+            "Observation",
+            "Observation",
+            "ImagingStudy"
+        ],
+        "{all}"
+    );
+    assert_eq!(all["total"], 10);
+    let dates: Vec<String> = rs[2..].iter().map(clinical_date).collect();
+    let mut sorted = dates.clone();
+    sorted.sort();
+    assert_eq!(dates, sorted, "$everything is ordered by date");
+    let facility_of = |r: &Value| {
+        r["extension"]
+            .as_array()
+            .and_then(|x| {
+                x.iter()
+                    .find(|e| e["url"].as_str().unwrap().ends_with("recording-facility"))
+            })
+            .map(|e| e["valueReference"]["display"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(facility_of(&rs[3]), "Sakura Clinic");
+    assert_eq!(facility_of(&rs[7]), "Midori Lab");
+    assert_eq!(facility_of(&rs[9]), "Chuo Hospital");
+    let ct = &rs[9];
+    assert_eq!(ct["modality"][0]["code"], "CT");
+    assert_eq!(ct["numberOfInstances"], 1);
+    assert_eq!(ct["series"][0]["bodySite"]["code"], "CHEST");
+    assert!(ct["contained"][0]["address"]
+        .as_str()
+        .unwrap()
+        .ends_with("/dicom-web"));
+    r.keep("$everything", &all);
+
+    // paging: one at a time, following next links
+    let mut seen = 0;
+    let mut path = format!("/fhir/Patient/{p}/$everything?_count=4");
+    loop {
+        let a = get(&r.node, &dc, &path);
+        assert_eq!(a.status, 200, "{}", a.json());
+        let b = a.json();
+        seen += resources_of(&b).len();
+        let next = b["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_string());
+        match next {
+            Some(u) => path = u[u.find("/fhir/").unwrap()..].to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 10);
+
+    // C orders HbA1c again: lab B's result of 10 days ago is within the 30-day window,
+    // the one of 45 days ago is not
+    let created = r.create(&dc, hba1c_order(&p));
+    let issues = detected_issues(&mut r, &dc, &created);
+    assert_eq!(issues.len(), 1, "one DetectedIssue");
+    let di = &issues[0];
+    assert_eq!(di["code"]["coding"][0]["code"], "DUPTHPY");
+    assert_eq!(
+        di["code"]["coding"][0]["system"],
+        "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+    );
+    let detail = di["detail"].as_str().unwrap();
+    assert!(detail.contains("Midori Lab"), "{detail}");
+    assert!(detail.contains(&day(10)), "{detail}");
+    assert!(!detail.contains(&day(45)), "{detail}");
+    let implicated: Vec<&str> = di["implicated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["reference"].as_str().unwrap())
+        .collect();
+    let sr = r.id("ServiceRequest", 0);
+    let obs_recent = format!("Observation/{}", r.id("Observation", 1));
+    assert_eq!(
+        implicated,
+        vec![format!("ServiceRequest/{sr}").as_str(), obs_recent.as_str()]
+    );
+
+    // the same prescription as A's, and another statin: both flagged, naming A
+    let created = r.create(&dc, statin(&p, "2189015F1022", "リピトール錠10mg", 0));
+    let issues = detected_issues(&mut r, &dc, &created);
+    assert_eq!(issues.len(), 1);
+    assert_eq!(issues[0]["severity"], "high");
+    let detail = issues[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("Sakura Clinic") && detail.contains(&day(59)),
+        "{detail}"
+    );
+    let created = r.create(&dc, statin(&p, "2189017F1028", "クレストール錠2.5mg", 0));
+    let issues = detected_issues(&mut r, &dc, &created);
+    // A's atorvastatin is the same class; C's own atorvastatin of a moment ago too
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0]["severity"], "moderate");
+    let detail = issues[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("statins") && detail.contains("Sakura Clinic"),
+        "{detail}"
+    );
+    // OperationOutcome instead of the resource when asked
+    let a = request(
+        &r.node,
+        Some(&dc),
+        "POST",
+        "/fhir/ServiceRequest",
+        Some(&hba1c_order(&p)),
+        &[("Prefer", "return=OperationOutcome")],
+    );
+    assert_eq!(a.status, 201);
+    let oo = a.json();
+    assert_eq!(oo["resourceType"], "OperationOutcome");
+    assert_eq!(oo["issue"][1]["details"]["coding"][0]["code"], "DUPTHPY");
+    r.keep("create with Prefer: return=OperationOutcome", &oo);
+
+    // $check: the same answer, nothing stored
+    let count = |r: &Record| {
+        get(&r.node, &dc, &format!("/fhir/DetectedIssue?patient={p}")).json()["total"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = count(&r);
+    let a = post(
+        &r.node,
+        &dc,
+        "/fhir/MedicationRequest/$check",
+        &statin(&p, "2189016F1020", "リバロ錠1mg", 0),
+    );
+    assert_eq!(a.status, 200, "{}", a.json());
+    let check = a.json();
+    assert_eq!(check["type"], "collection");
+    let di = &check["entry"][0]["resource"];
+    assert_eq!(di["resourceType"], "DetectedIssue");
+    assert!(di["detail"].as_str().unwrap().contains("Sakura Clinic"));
+    assert_eq!(count(&r), before, "$check stores nothing");
+    r.keep("$check", &check);
+    let a = post(
+        &r.node,
+        &dc,
+        "/fhir/ServiceRequest/$check",
+        &json!({
+        "resourceType": "ServiceRequest", "status": "active", "intent": "order",
+        "code": {"coding": [{"system": LOINC, "code": "2345-7"}]}, "subject": subject(&p)}),
+    );
+    assert_eq!(a.status, 200, "{}", a.json());
+    assert!(
+        a.json()["entry"].is_null(),
+        "no duplicate: an empty collection"
+    );
+
+    // searches: code, date, sort, paging, include
+    let q = format!("/fhir/Observation?patient={p}&code={LOINC}%7C4548-4&_sort=date&_count=1");
+    let a = get(&r.node, &dc, &q);
+    assert_eq!(a.status, 200, "{}", a.json());
+    let b = a.json();
+    assert_eq!(b["total"], 2);
+    assert_eq!(ids_of(&b, "Observation"), vec![r.id("Observation", 0)]);
+    let next = b["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .expect("next link")["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a = get(&r.node, &dc, &next[next.find("/fhir/").unwrap()..]);
+    assert_eq!(
+        ids_of(&a.json(), "Observation"),
+        vec![r.id("Observation", 1)]
+    );
+    let a = get(
+        &r.node,
+        &dc,
+        &format!("/fhir/Observation?patient=Patient/{p}&date=ge{}", day(20)),
+    );
+    assert_eq!(
+        ids_of(&a.json(), "Observation"),
+        vec![r.id("Observation", 1)]
+    );
+    let a = get(
+        &r.node,
+        &dc,
+        &format!(
+            "/fhir/Observation?subject={p}&date=lt{}&date=ge{}",
+            day(20),
+            day(50)
+        ),
+    );
+    assert_eq!(
+        ids_of(&a.json(), "Observation"),
+        vec![r.id("Observation", 0)]
+    );
+    let a = get(
+        &r.node,
+        &dc,
+        &format!("/fhir/Condition?patient={p}&code=E11.9&clinical-status=active&_include=Condition:encounter"),
+    );
+    let b = a.json();
+    assert_eq!(b["total"], 1, "{b}");
+    assert_eq!(ids_of(&b, "Encounter"), vec![r.id("Encounter", 0)]);
+    r.keep("search Condition with _include", &b);
+    let a = get(
+        &r.node,
+        &dc,
+        &format!("/fhir/DetectedIssue?patient={p}&_include=DetectedIssue:implicated"),
+    );
+    let b = a.json();
+    assert!(
+        ids_of(&b, "Observation").contains(&r.id("Observation", 1)),
+        "{b}"
+    );
+    r.keep("search DetectedIssue with _include", &b);
+    let a = get(
+        &r.node,
+        &dc,
+        &format!("/fhir/MedicationRequest?patient={p}&status=active&code={YJ}%7C2189015F1022"),
+    );
+    assert_eq!(a.json()["total"], 2);
+    let a = get(
+        &r.node,
+        &dc,
+        &format!("/fhir/ImagingStudy?patient={p}&modality=CT"),
+    );
+    assert_eq!(ids_of(&a.json(), "ImagingStudy"), vec![r.study_uid.clone()]);
+    // the thumbnail link of the study answers
+    let a = get(
+        &r.node,
+        &dc,
+        &format!("/dicom-web/studies/{}/thumbnail", r.study_uid),
+    );
+    assert_eq!(a.status, 200, "thumbnail");
+
+    // update: versioned, If-Match, the recording facility only
+    let cond = r.id("Condition", 0);
+    let a = get(&r.node, &r.doctor_a, &format!("/fhir/Condition/{cond}"));
+    let mut v = a.json();
+    v["clinicalStatus"]["coding"][0]["code"] = json!("remission");
+    let put = |token: &str, v: &Value, m: &str| {
+        request(
+            &r.node,
+            Some(token),
+            "PUT",
+            &format!("/fhir/Condition/{cond}"),
+            Some(v),
+            &[("If-Match", m)],
+        )
+    };
+    let a = put(&r.doctor_c, &v, "W/\"1\"");
+    assert_eq!(a.status, 403, "only A updates A's record: {}", a.json());
+    let a = put(&r.doctor_a, &v, "W/\"1\"");
+    assert_eq!(a.status, 200, "{}", a.json());
+    assert_eq!(a.json()["meta"]["versionId"], "2");
+    assert_eq!(a.header("etag"), vec!["W/\"2\""]);
+    let a = put(&r.doctor_a, &v, "W/\"1\"");
+    assert_eq!(a.status, 412, "{}", a.json());
+    assert_eq!(a.json()["resourceType"], "OperationOutcome");
+    let a = get(&r.node, &dc, &format!("/fhir/Condition/{cond}/_history/1"));
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["clinicalStatus"]["coding"][0]["code"], "active");
+    let a = get(&r.node, &dc, &format!("/fhir/Condition/{cond}/_history"));
+    let h = a.json();
+    assert_eq!(h["type"], "history");
+    assert_eq!(h["total"], 2);
+    assert_eq!(h["entry"][0]["resource"]["meta"]["versionId"], "2");
+    let a = get(
+        &r.node,
+        &dc,
+        &format!("/fhir/Condition?patient={p}&clinical-status=active"),
+    );
+    assert_eq!(a.json()["total"], 0, "the search sees the new version only");
+
+    // the DocumentReference's attachment is a file behind Binary, under the policy
+    let doc = get(
+        &r.node,
+        &dc,
+        &format!("/fhir/DocumentReference/{}", r.id("DocumentReference", 0)),
+    )
+    .json();
+    let url = doc["content"][0]["attachment"]["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(doc["content"][0]["attachment"]["data"].is_null());
+    let a = get(&r.node, &dc, &format!("/fhir/{url}"));
+    assert_eq!(a.status, 200);
+    assert!(String::from_utf8_lossy(&a.body).starts_with("紹介状"));
+    let a = get(&r.node, &r.doctor_d, &format!("/fhir/{url}"));
+    assert_eq!(a.status, 403);
+    let docs = std::fs::read_dir(r.node.data_dir.join("documents"))
+        .unwrap()
+        .count();
+    assert_eq!(docs, 1, "one attachment file");
+
+    // errors are OperationOutcomes with the right status
+    let p2 = p.clone();
+    let cases: Vec<(u16, Answer)> = vec![
+        (
+            422,
+            post(
+                &r.node,
+                &dc,
+                "/fhir/Condition",
+                &json!({"resourceType": "Condition", "code": {"text": "x"}}),
+            ),
+        ),
+        (
+            422,
+            post(
+                &r.node,
+                &dc,
+                "/fhir/Observation",
+                &json!({"resourceType": "Observation", "status": "final",
+            "code": {"text": "x"}, "subject": subject(&p2), "effectiveDateTime": "2024-13-01"}),
+            ),
+        ),
+        (
+            400,
+            post(
+                &r.node,
+                &dc,
+                "/fhir/Condition",
+                &json!({"resourceType": "Observation"}),
+            ),
+        ),
+        (400, get(&r.node, &dc, "/fhir/Observation?code=4548-4")),
+        (
+            400,
+            get(
+                &r.node,
+                &dc,
+                &format!("/fhir/Observation?patient={p2}&date=yesterday"),
+            ),
+        ),
+        (
+            400,
+            get(
+                &r.node,
+                &dc,
+                &format!("/fhir/Observation?patient={p2}&_sort=code"),
+            ),
+        ),
+        (400, get(&r.node, &dc, "/fhir/Observation?patient=12345")),
+        (404, get(&r.node, &dc, "/fhir/Condition/999999")),
+        (
+            404,
+            get(&r.node, &dc, &format!("/fhir/Condition/{cond}/_history/9")),
+        ),
+        (404, get(&r.node, &dc, "/fhir/Practitioner/1")),
+        (
+            405,
+            post(
+                &r.node,
+                &dc,
+                "/fhir/ImagingStudy",
+                &json!({"resourceType": "ImagingStudy"}),
+            ),
+        ),
+        (
+            403,
+            post(
+                &r.node,
+                &r.doctor_d,
+                "/fhir/Condition",
+                &json!({"resourceType": "Condition", "subject": subject(&p2)}),
+            ),
+        ),
+        (
+            403,
+            post(
+                &r.node,
+                &r.ems,
+                "/fhir/Condition",
+                &json!({"resourceType": "Condition", "subject": subject(&p2)}),
+            ),
+        ),
+        (
+            403,
+            post(
+                &r.node,
+                &r.admin,
+                "/fhir/Condition",
+                &json!({"resourceType": "Condition", "subject": subject(&p2)}),
+            ),
+        ),
+    ];
+    for (want, a) in cases {
+        let v = a.json();
+        assert_eq!(a.status, want, "{v}");
+        assert_eq!(v["resourceType"], "OperationOutcome", "{v}");
+        r.keep(&format!("error {want}"), &v);
+    }
+    let a = request(
+        &r.node,
+        None,
+        "GET",
+        &format!("/fhir/Condition?patient={p}"),
+        None,
+        &[],
+    );
+    assert_eq!(a.status, 401);
+
+    // consent excluding medication: A's prescriptions leave C's view, and a duplicate
+    // check no longer names them (C's own prescriptions stay C's)
+    let a = post(
+        &r.node,
+        &r.admin,
+        &format!("/api/patients/{p}/consent"),
+        &json!({"given": true, "excluded_categories": ["medication"]}),
+    );
+    assert_eq!(a.status, 200, "{}", a.json());
+    let created = r.create(&dc, statin(&p, "2189015F1022", "リピトール錠10mg", 0));
+    let issues = detected_issues(&mut r, &dc, &created);
+    let detail = issues[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("Chuo Hospital") && !detail.contains("Sakura"),
+        "{detail}"
+    );
+    let a = get(
+        &r.node,
+        &dc,
+        &format!("/fhir/MedicationRequest?patient={p}"),
+    );
+    let meds = resources_of(&a.json());
+    assert_eq!(meds.len(), 3, "C's three prescriptions only");
+    assert!(meds.iter().all(|m| facility_of(m) == "Chuo Hospital"));
+    let a = get(
+        &r.node,
+        &dc,
+        &format!("/fhir/MedicationRequest/{}", r.id("MedicationRequest", 0)),
+    );
+    assert_eq!(a.status, 403, "{}", a.json());
+
+    // the audit trail: one record per interaction, creates included
+    let a = get(&r.node, &r.admin, &format!("/api/audit?patient={p}"));
+    let recs = a.json();
+    let actions: Vec<&str> = recs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "FHIR create ServiceRequest")
+            .count(),
+        2
+    );
+    assert_eq!(
+        actions.iter().filter(|a| **a == "FHIR $everything").count(),
+        6
+    );
+    assert!(actions.contains(&"FHIR $check MedicationRequest"));
+    validate(&r.seen);
+}
+
+#[test]
+fn ems_summary_by_card_needs_break_glass_and_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = build(dir.path());
+    let p = r.patient.clone();
+    let by_card = format!("/fhir/Patient/$summary?card={}", r.card);
+
+    // without break-glass: 403
+    let a = get(&r.node, &r.ems, &by_card);
+    assert_eq!(a.status, 403, "{}", a.json());
+    assert_eq!(a.json()["resourceType"], "OperationOutcome");
+    // break the glass, then one call by card number
+    let a = post(
+        &r.node,
+        &r.ems,
+        "/api/breakglass",
+        &json!({"card": r.card, "reason": "unconscious at the roadside, card in the wallet"}),
+    );
+    assert_eq!(a.status, 201, "{}", a.json());
+    let a = get(&r.node, &r.ems, &by_card);
+    assert_eq!(a.status, 200, "{}", a.json());
+    let doc = a.json();
+    assert_eq!(doc["type"], "document");
+    let entries = doc["entry"].as_array().unwrap();
+    let comp = &entries[0]["resource"];
+    assert_eq!(comp["resourceType"], "Composition");
+    assert_eq!(comp["type"]["coding"][0]["code"], "60591-5");
+    let section = |code: &str| -> Vec<String> {
+        comp["section"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["code"]["coding"][0]["code"] == code)
+            .unwrap_or_else(|| panic!("section {code}"))["entry"]
+            .as_array()
+            .map(|x| {
+                x.iter()
+                    .map(|e| e["reference"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let ends = |refs: &[String], t: &str, id: &str| {
+        refs.iter().any(|x| x.ends_with(&format!("/fhir/{t}/{id}")))
+    };
+    assert!(ends(
+        &section("11450-4"),
+        "Condition",
+        &r.id("Condition", 0)
+    ));
+    assert!(ends(
+        &section("10160-0"),
+        "MedicationRequest",
+        &r.id("MedicationRequest", 0)
+    ));
+    assert!(ends(
+        &section("48765-2"),
+        "AllergyIntolerance",
+        &r.id("AllergyIntolerance", 0)
+    ));
+    assert_eq!(
+        section("30954-2").len(),
+        2,
+        "both HbA1c results (latest 3 per test)"
+    );
+    assert!(ends(&section("18748-4"), "ImagingStudy", &r.study_uid));
+    assert_eq!(section("85847-2").len(), 3, "A, B and C");
+    let thumb = format!("/dicom-web/studies/{}/thumbnail", r.study_uid);
+    let imaging = comp["section"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["code"]["coding"][0]["code"] == "18748-4")
+        .unwrap();
+    assert!(imaging["text"]["div"].as_str().unwrap().contains(&thumb));
+    let orgs: Vec<(String, String)> = entries
+        .iter()
+        .map(|e| &e["resource"])
+        .filter(|r| r["resourceType"] == "Organization")
+        .map(|o| {
+            (
+                o["name"].as_str().unwrap().to_string(),
+                o["telecom"][0]["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        orgs,
+        vec![
+            ("Sakura Clinic".to_string(), "03-1111-1111".to_string()),
+            ("Midori Lab".to_string(), "03-2222-2222".to_string()),
+            ("Chuo Hospital".to_string(), "03-3333-3333".to_string()),
+        ]
+    );
+    // the crew reads the summary only, not the record
+    let a = get(&r.node, &r.ems, &format!("/fhir/Condition?patient={p}"));
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["total"], 0);
+
+    // clinicians: with an open relationship yes, without no
+    let a = get(&r.node, &r.doctor_d, &format!("/fhir/Patient/{p}/$summary"));
+    assert_eq!(a.status, 403, "{}", a.json());
+    checkin(&r, &r.doctor_d);
+    let a = get(&r.node, &r.doctor_d, &format!("/fhir/Patient/{p}/$summary"));
+    assert_eq!(a.status, 200, "{}", a.json());
+    // a replaced card: 409
+    let a = post(
+        &r.node,
+        &r.admin,
+        &format!("/api/patients/{p}/cards"),
+        &json!({}),
+    );
+    assert_eq!(a.status, 201);
+    let a = get(&r.node, &r.ems, &by_card);
+    assert_eq!(a.status, 409, "{}", a.json());
+    assert_eq!(a.json()["resourceType"], "OperationOutcome");
+
+    // audited: each call one record; the crew's refused and allowed ones, break-glass set
+    let a = get(&r.node, &r.admin, &format!("/api/audit?patient={p}"));
+    let recs = a.json();
+    let summaries: Vec<&Value> = recs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "FHIR read $summary")
+        .collect();
+    let crew: Vec<&&Value> = summaries
+        .iter()
+        .filter(|e| e["role"] == "ems-crew")
+        .collect();
+    assert_eq!(crew.len(), 2, "{summaries:?}");
+    assert_eq!(crew[0]["allowed"], false);
+    assert_eq!(crew[0]["break_glass"], false);
+    assert_eq!(crew[1]["allowed"], true);
+    assert_eq!(crew[1]["break_glass"], true);
+    assert_eq!(crew[1]["purpose"], "emergency");
+    assert!(crew[1]["detail"].as_str().unwrap().contains("by card"));
+    assert_eq!(
+        summaries.len(),
+        4,
+        "crew 2 + doctor D 2; the replaced card is refused before it names anyone"
+    );
+    let a = get(&r.node, &r.admin, &format!("/fhir/AuditEvent?patient={p}"));
+    assert_eq!(a.status, 200);
+    let mut seen = r.seen.clone();
+    seen.push(("summary".into(), doc));
+    seen.push(("AuditEvent search".into(), a.json()));
+    validate(&seen);
+}
+
+#[test]
+fn every_returned_resource_validates_and_the_capability_statement_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = build(dir.path());
+    let p = r.patient.clone();
+    let dc = r.doctor_c.clone();
+    checkin(&r, &dc);
+    let created = r.create(&dc, hba1c_order(&p));
+    detected_issues(&mut r, &dc, &created);
+    r.create(
+        &dc,
+        json!({"resourceType": "ServiceRequest", "status": "active", "intent": "order",
+               "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "363679005", "display": "Imaging"}]}],
+               "code": {"coding": [{"system": "http://loinc.org", "code": "24627-2", "display": "Chest CT"}]},
+               "bodySite": [{"coding": [{"system": "http://snomed.info/sct", "code": "51185008", "display": "Thoracic structure"}], "text": "CHEST"}],
+               "subject": subject(&p), "authoredOn": at(0)}),
+    );
+    // the imaging order repeats the CT of 5 days ago
+    let a = get(
+        &r.node,
+        &dc,
+        &format!("/fhir/DetectedIssue?patient={p}&_sort=date"),
+    );
+    let last = resources_of(&a.json()).last().cloned().unwrap();
+    assert!(
+        last["implicated"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["reference"] == format!("ImagingStudy/{}", r.study_uid)),
+        "{last}"
+    );
+
+    let md = get(&r.node, &dc, "/fhir/metadata");
+    assert_eq!(md.status, 200);
+    let cs = md.json();
+    r.keep("CapabilityStatement", &cs);
+    let binary = get(
+        &r.node,
+        &dc,
+        &format!("/fhir/DocumentReference/{}", r.id("DocumentReference", 0)),
+    )
+    .json()["content"][0]["attachment"]["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("Binary/")
+        .to_string();
+    let (study_uid, ids) = (r.study_uid.clone(), r.ids.clone());
+    let instance = |t: &str| -> String {
+        match t {
+            "Patient" | "Consent" => p.clone(),
+            "ImagingStudy" => study_uid.clone(),
+            "Organization" => A.to_string(),
+            "AuditEvent" => "1".to_string(),
+            "Binary" => binary.clone(),
+            t => ids[t][0].clone(),
+        }
+    };
+    let mut listed = Vec::new();
+    for res in cs["rest"][0]["resource"].as_array().unwrap() {
+        let t = res["type"].as_str().unwrap().to_string();
+        listed.push(t.clone());
+        let codes: Vec<&str> = res["interaction"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["code"].as_str().unwrap())
+            .collect();
+        for code in [
+            "read",
+            "vread",
+            "update",
+            "history-instance",
+            "search-type",
+            "create",
+        ] {
+            let id = if code == "search-type" || code == "create" {
+                String::new()
+            } else {
+                instance(&t)
+            };
+            let (status, v) = match code {
+                "read" => {
+                    let a = request(
+                        &r.node,
+                        Some(&dc),
+                        "GET",
+                        &format!("/fhir/{t}/{id}"),
+                        None,
+                        &[("Accept", "application/fhir+json")],
+                    );
+                    (a.status, a.json())
+                }
+                "vread" => {
+                    let a = get(&r.node, &dc, &format!("/fhir/{t}/{id}/_history/1"));
+                    (a.status, a.json())
+                }
+                "history-instance" => {
+                    let a = get(&r.node, &dc, &format!("/fhir/{t}/{id}/_history"));
+                    (a.status, a.json())
+                }
+                "search-type" => {
+                    let token = if t == "AuditEvent" {
+                        r.admin.clone()
+                    } else {
+                        dc.clone()
+                    };
+                    let a = get(&r.node, &token, &format!("/fhir/{t}?patient={p}"));
+                    (a.status, a.json())
+                }
+                "update" => {
+                    // the recording facility updates its own record
+                    let (token, id) = if t == "ServiceRequest" {
+                        (dc.clone(), r.ids[&*t][0].clone())
+                    } else if t == "Observation" {
+                        (r.tech_b.clone(), id)
+                    } else {
+                        (r.doctor_a.clone(), id)
+                    };
+                    let cur = get(&r.node, &token, &format!("/fhir/{t}/{id}")).json();
+                    let a = request(
+                        &r.node,
+                        Some(&token),
+                        "PUT",
+                        &format!("/fhir/{t}/{id}"),
+                        Some(&cur),
+                        &[],
+                    );
+                    (a.status, a.json())
+                }
+                _ => {
+                    // creates were made by build(); a POST of an unlisted create must be refused
+                    let a = post(
+                        &r.node,
+                        &dc,
+                        &format!("/fhir/{t}"),
+                        &json!({"resourceType": t}),
+                    );
+                    (a.status, a.json())
+                }
+            };
+            if codes.contains(&code) {
+                if code == "create" {
+                    assert!(
+                        t == "Patient" || r.ids.contains_key(t.as_str()),
+                        "{t} create was exercised"
+                    );
+                    continue;
+                }
+                assert_eq!(status, 200, "{t} {code}: {v}");
+                match code {
+                    "read" | "vread" => assert_eq!(v["resourceType"], t.as_str(), "{v}"),
+                    "history-instance" => assert_eq!(v["type"], "history"),
+                    "search-type" => assert_eq!(v["type"], "searchset"),
+                    _ => {}
+                }
+                r.keep(&format!("{t} {code}"), &v);
+            } else {
+                assert!(
+                    [404, 405].contains(&status),
+                    "{t} {code} is not listed but answered {status}: {v}"
+                );
+                assert_eq!(v["resourceType"], "OperationOutcome", "{t} {code}: {v}");
+            }
+        }
+        for op in res["operation"].as_array().into_iter().flatten() {
+            let name = op["name"].as_str().unwrap();
+            let a = match (t.as_str(), name) {
+                ("Patient", "everything") => {
+                    get(&r.node, &dc, &format!("/fhir/Patient/{p}/$everything"))
+                }
+                ("Patient", "summary") => get(
+                    &r.node,
+                    &dc,
+                    &format!("/fhir/Patient/$summary?card={}", r.card),
+                ),
+                ("ServiceRequest", "check") => post(
+                    &r.node,
+                    &dc,
+                    "/fhir/ServiceRequest/$check",
+                    &hba1c_order(&p),
+                ),
+                ("MedicationRequest", "check") => post(
+                    &r.node,
+                    &dc,
+                    "/fhir/MedicationRequest/$check",
+                    &statin(&p, "2189015F1022", "リピトール錠10mg", 0),
+                ),
+                other => panic!("operation {other:?} listed but not tested"),
+            };
+            assert_eq!(a.status, 200, "{t} ${name}: {}", a.json());
+            r.keep(&format!("{t} ${name}"), &a.json());
+        }
+    }
+    let mut want = vec![
+        "Patient",
+        "Encounter",
+        "Condition",
+        "Observation",
+        "MedicationRequest",
+        "AllergyIntolerance",
+        "DocumentReference",
+        "ServiceRequest",
+        "DetectedIssue",
+        "ImagingStudy",
+        "Consent",
+        "AuditEvent",
+        "Organization",
+        "Binary",
+    ];
+    want.sort();
+    listed.sort();
+    assert_eq!(listed, want);
+    // types the statement does not list are not served
+    for t in [
+        "Practitioner",
+        "Medication",
+        "DiagnosticReport",
+        "Composition",
+    ] {
+        let a = get(&r.node, &dc, &format!("/fhir/{t}?patient={p}"));
+        assert_eq!(a.status, 404, "{t}");
+        assert_eq!(a.json()["resourceType"], "OperationOutcome");
+    }
+    let a = get(&r.node, &dc, "/fhir/Organization");
+    r.keep("Organization search", &a.json());
+    validate(&r.seen);
+}
+
+/// Validate every kept answer with fhir.resources; fail naming the ones that do not.
+fn validate(items: &[(String, Value)]) {
+    let file = std::env::temp_dir().join(format!(
+        "renkei-fhir-validate-{}-{}.json",
+        std::process::id(),
+        items.len()
+    ));
+    let list: Vec<Value> = items.iter().map(|(l, v)| json!([l, v])).collect();
+    std::fs::write(&file, serde_json::to_vec(&list).unwrap()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/fhir_validate.py");
+    let out = Command::new(peer_python())
+        .arg(script)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "fhir_validate.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), items.len());
+    let bad: Vec<&Value> = lines.iter().filter(|l| l["ok"] != true).collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {} resources do not validate: {:#?}",
+        bad.len(),
+        items.len(),
+        bad
+    );
+    let types: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .filter_map(|l| l["resourceType"].as_str())
+        .collect();
+    assert!(types.len() >= 5, "{types:?}");
+}
