@@ -140,17 +140,9 @@ fn post(node: &Node, token: &str, path: &str, body: &Value) -> Answer {
     request(node, Some(token), "POST", path, Some(body), &[])
 }
 
-/// Days since the epoch → `YYYY-MM-DD` (no date crate in the tests either).
+/// Days since the epoch → `YYYY-MM-DD`.
 fn civil(days: i64) -> String {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = renkei_model::time::civil_from_days(days);
     format!("{y:04}-{m:02}-{d:02}")
 }
 

@@ -29,15 +29,11 @@ fn testdata() -> PathBuf {
 }
 
 fn post(node: &Node, token: &str, path: &str, body: &Value) -> (u16, Value) {
-    let (s, b) = node
-        .http_as(Some(token), "POST", path, Some(&body.to_string()))
-        .unwrap();
-    (s, serde_json::from_str(&b).unwrap_or(Value::String(b)))
+    node.post_json(token, path, body)
 }
 
 fn get(node: &Node, token: &str, path: &str) -> (u16, Value) {
-    let (s, b) = node.http_as(Some(token), "GET", path, None).unwrap();
-    (s, serde_json::from_str(&b).unwrap_or(Value::String(b)))
+    node.get_json(token, path)
 }
 
 /// A node with an MLLP port, facility A, a doctor of A and the patient of the test files

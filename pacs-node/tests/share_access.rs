@@ -73,10 +73,7 @@ fn audit_records(node: &Node) -> u64 {
 }
 
 fn post(node: &Node, token: &str, path: &str, body: &Value) -> (u16, Value) {
-    let (s, b) = node
-        .http_as(Some(token), "POST", path, Some(&body.to_string()))
-        .unwrap();
-    (s, serde_json::from_str(&b).unwrap_or(Value::String(b)))
+    node.post_json(token, path, body)
 }
 
 fn get(node: &Node, token: &str, path: &str) -> (u16, String) {

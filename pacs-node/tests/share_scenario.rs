@@ -14,15 +14,11 @@ use common::{corpus, dcmtk, Node};
 use serde_json::{json, Value};
 
 fn post(node: &Node, token: &str, path: &str, body: &Value) -> (u16, Value) {
-    let (s, b) = node
-        .http_as(Some(token), "POST", path, Some(&body.to_string()))
-        .unwrap();
-    (s, serde_json::from_str(&b).unwrap_or(Value::String(b)))
+    node.post_json(token, path, body)
 }
 
 fn get(node: &Node, token: &str, path: &str) -> (u16, Value) {
-    let (s, b) = node.http_as(Some(token), "GET", path, None).unwrap();
-    (s, serde_json::from_str(&b).unwrap_or(Value::String(b)))
+    node.get_json(token, path)
 }
 
 /// The corpus CT as a modality would send it: `patient_id`, no issuer, study `n`.

@@ -21,10 +21,7 @@ use common::{corpus, dcmtk, Node};
 use serde_json::{json, Value};
 
 fn post(node: &Node, token: &str, path: &str, body: &Value) -> (u16, Value) {
-    let (s, b) = node
-        .http_as(Some(token), "POST", path, Some(&body.to_string()))
-        .unwrap();
-    (s, serde_json::from_str(&b).unwrap_or(Value::String(b)))
+    node.post_json(token, path, body)
 }
 
 fn created(node: &Node, token: &str, path: &str, body: &Value) -> Value {
@@ -33,18 +30,7 @@ fn created(node: &Node, token: &str, path: &str, body: &Value) -> Value {
     v
 }
 
-/// (year, month, day) of a day count since 1970-01-01 (H. Hinnant's civil_from_days).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
+use renkei_model::time::civil_from_days as civil;
 
 fn today() -> i64 {
     (SystemTime::now()

@@ -280,6 +280,32 @@ impl Node {
         Ok((status, dechunk(&body)))
     }
 
+    /// POST a JSON body with a bearer token: (status, the answer as JSON, or as a JSON
+    /// string when it is not JSON).
+    pub fn post_json(
+        &self,
+        token: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let (s, b) = self
+            .http_as(Some(token), "POST", path, Some(&body.to_string()))
+            .unwrap();
+        (
+            s,
+            serde_json::from_str(&b).unwrap_or(serde_json::Value::String(b)),
+        )
+    }
+
+    /// GET with a bearer token: (status, the answer as JSON, or as a JSON string).
+    pub fn get_json(&self, token: &str, path: &str) -> (u16, serde_json::Value) {
+        let (s, b) = self.http_as(Some(token), "GET", path, None).unwrap();
+        (
+            s,
+            serde_json::from_str(&b).unwrap_or(serde_json::Value::String(b)),
+        )
+    }
+
     /// `GET /api/statistics` parsed.
     pub fn statistics(&self) -> serde_json::Value {
         let (status, body) = self.http_get("/api/statistics").unwrap();
