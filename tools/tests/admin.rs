@@ -88,14 +88,15 @@ fn node_binary() -> PathBuf {
 }
 
 /// Start a node on free ports with a fresh data directory and wait for its HTTP port
-/// and its admin.token. None (test skipped) when the node binary is not built.
+/// and its admin.token. None (skipped, only with RENKEI_ALLOW_SKIP=1) when the node binary
+/// is not built.
 fn start_node() -> Option<Node> {
     let bin = node_binary();
     if !bin.exists() {
-        eprintln!(
-            "SKIPPED: {} is not built (run cargo test --workspace, or set PACS_NODE)",
+        common::missing(&format!(
+            "{} is not built (run cargo test --workspace, or set PACS_NODE)",
             bin.display()
-        );
+        ));
         return None;
     }
     let work = tempfile::tempdir().expect("temp dir");

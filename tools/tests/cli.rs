@@ -35,7 +35,7 @@ fn have_storescp() -> bool {
     {
         Ok(_) => true,
         Err(_) => {
-            eprintln!("SKIPPED: storescp (DCMTK) is not on PATH; install dcmtk to run this test");
+            common::missing("storescp (DCMTK) is not on PATH: sh scripts/setup.sh installs it");
             false
         }
     }

@@ -41,7 +41,9 @@ fn have(tool: &str) -> bool {
         .status()
         .is_ok();
     if !ok {
-        eprintln!("SKIPPED: {tool} (DCMTK) is not on PATH; install dcmtk to run this test");
+        common::missing(&format!(
+            "{tool} (DCMTK) is not on PATH: sh scripts/setup.sh installs it"
+        ));
     }
     ok
 }
@@ -301,10 +303,10 @@ fn node_binary() -> std::path::PathBuf {
 fn find_get_move_against_the_node() {
     let node_bin = node_binary();
     if !node_bin.exists() {
-        eprintln!(
-            "SKIPPED: {} is not built (run cargo test --workspace)",
+        common::missing(&format!(
+            "{} is not built (run cargo test --workspace)",
             node_bin.display()
-        );
+        ));
         return;
     }
     let work = tempfile::tempdir().expect("temp dir");
