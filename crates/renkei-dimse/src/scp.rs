@@ -1530,18 +1530,19 @@ async fn send_pdv<A: AsyncAssociation<TcpStream> + Send>(
 /// outstanding on an association, so it is this one). Any other PDU in the middle of a
 /// C-FIND ends the association.
 async fn cancel_requested(assoc: &mut AsyncServerAssociation<TcpStream>) -> Result<bool, String> {
-    // One poll of the socket, no timer: a zero-length tokio timeout still waits for the
-    // timer wheel's next tick (about 1 ms), which cost a millisecond per pending response.
-    let mut probe = [0u8; 1];
-    let stream = assoc.inner_stream();
-    let waiting = std::future::poll_fn(|cx| {
-        let mut buf = tokio::io::ReadBuf::new(&mut probe);
-        std::task::Poll::Ready(match stream.poll_peek(cx, &mut buf) {
-            std::task::Poll::Ready(Ok(n)) => n > 0,
-            _ => false,
-        })
-    })
-    .await;
+    // A C-CANCEL sent right behind the request may already sit in dicom-ul's read buffer,
+    // read together with the C-FIND-RQ; otherwise ask the kernel, not tokio: tokio's
+    // readiness flag only changes when its driver polls epoll, which a C-FIND streaming
+    // into a writable socket may never yield to. A non-blocking MSG_PEEK is one syscall.
+    let (socket, buffered) = assoc.get_mut();
+    let waiting = !buffered.is_empty() || {
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(&*socket).peek(&mut probe) {
+            Ok(_) => true, // a PDU, or the peer closed: receive() below tells which
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) => return Err(format!("connection failed: {e}")),
+        }
+    };
     if !waiting {
         return Ok(false);
     }

@@ -3,6 +3,9 @@
   {"matches": [{keyword: str(value), ...}, ...], "final": status, "comment": str | null}
 Usage: find_pynetdicom.py HOST PORT CALLED_AE MODEL LEVEL [--cancel-after N]
                           [--charset 'A\B'] KEY=VALUE...
+--cancel-after N sends C-CANCEL once N matches have arrived; N = 0 sends it right behind
+the request, before reading any response (PS3.7 9.3.2.3 allows it at any time), so the
+cancel does not wait for this script to read and decode a response first.
 MODEL is "study" or "patient"; text keys are encoded by pydicom in the given Specific
 Character Set (default ISO_IR 192), ISO 2022 escape sequences included.
 """
@@ -46,7 +49,10 @@ def main():
         return
     out = {"matches": [], "final": None, "comment": None}
     msg_id = 1
-    for status, ident in assoc.send_c_find(ds, sop, msg_id=msg_id):
+    responses = assoc.send_c_find(ds, sop, msg_id=msg_id)
+    if cancel_after == 0:
+        assoc.send_c_cancel(msg_id, None, sop)
+    for status, ident in responses:
         if status is None:
             out["error"] = "no response"
             break
