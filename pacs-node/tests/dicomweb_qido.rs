@@ -7,7 +7,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 use common::*;
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/qido_dicomweb_client.py")
+    std::env::current_dir()
+        .unwrap()
+        .join("tests/peers/qido_dicomweb_client.py")
 }
 
 /// Run queries through dicomweb-client; one answer per query.

@@ -46,7 +46,9 @@ fn client_store(
     study: Option<&str>,
     files: &[PathBuf],
 ) -> ClientAnswer {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/stow_dicomweb_client.py");
+    let script = std::env::current_dir()
+        .unwrap()
+        .join("tests/peers/stow_dicomweb_client.py");
     let mut cmd = Command::new(peer_python());
     cmd.env("RENKEI_TOKEN", node.admin_token())
         .arg(script)
@@ -575,7 +577,9 @@ fn store_distinct(node: &Node, files: &[PathBuf]) -> Vec<PathBuf> {
 /// `stow_json_requests.py roundtrip`: `files` (held by `src`) read back by WADO-RS and
 /// sent to `dst` as metadata and bulk data, then compared with the files.
 fn json_roundtrip(src: &Node, dst: &Node, files: &[PathBuf]) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/stow_json_requests.py");
+    let script = std::env::current_dir()
+        .unwrap()
+        .join("tests/peers/stow_json_requests.py");
     let out = Command::new(peer_python())
         .env("RENKEI_TOKEN", src.admin_token())
         .env("RENKEI_DST_TOKEN", dst.admin_token())

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,7 +16,9 @@ use serde_json::Value;
 use common::*;
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/wado_dicomweb_client.py")
+    std::env::current_dir()
+        .unwrap()
+        .join("tests/peers/wado_dicomweb_client.py")
 }
 
 /// The valid and charset corpus stored with pynetdicom; the file the node holds for each SOP Instance

@@ -1408,7 +1408,9 @@ fn validate(items: &[(String, Value)]) {
     ));
     let list: Vec<Value> = items.iter().map(|(l, v)| json!([l, v])).collect();
     std::fs::write(&file, serde_json::to_vec(&list).unwrap()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/fhir_validate.py");
+    let script = std::env::current_dir()
+        .unwrap()
+        .join("tests/peers/fhir_validate.py");
     let out = Command::new(peer_python())
         .arg(script)
         .arg(&file)

@@ -25,7 +25,7 @@ const FACILITY: &str = "1310000001";
 const LOCAL_ID: &str = "0000123456";
 
 fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/hl7")
+    std::env::current_dir().unwrap().join("../testdata/hl7")
 }
 
 fn post(node: &Node, token: &str, path: &str, body: &Value) -> (u16, Value) {
@@ -120,7 +120,9 @@ fn assert_valid_fhir(dir: &Path, resources: &[Value]) {
         .map(|(i, r)| json!([format!("{}#{i}", r["resourceType"]), r]))
         .collect();
     std::fs::write(&file, serde_json::to_vec(&list).unwrap()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/fhir_validate.py");
+    let script = std::env::current_dir()
+        .unwrap()
+        .join("tests/peers/fhir_validate.py");
     let out = Command::new(peer_python())
         .arg(script)
         .arg(&file)

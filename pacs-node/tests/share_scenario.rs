@@ -276,7 +276,11 @@ fn two_facilities_same_local_id_found_under_regional_id_only_with_relationship()
     std::fs::create_dir_all(&sent).unwrap();
     let o = std::process::Command::new(common::peer_python())
         .env("RENKEI_TOKEN", &r.doctor_a)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/stow_dicomweb_client.py"))
+        .arg(
+            std::env::current_dir()
+                .unwrap()
+                .join("tests/peers/stow_dicomweb_client.py"),
+        )
         .arg(format!("http://127.0.0.1:{}/dicom-web", node.http_port))
         .arg(&sent)
         .arg(study(dir.path(), 4, "555"))

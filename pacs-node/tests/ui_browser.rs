@@ -176,7 +176,7 @@ fn storescu(node: &Node, calling: &str, files: &[PathBuf]) {
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    std::env::current_dir().unwrap().join("..")
 }
 
 fn chromium() -> PathBuf {

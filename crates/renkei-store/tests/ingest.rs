@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use renkei_store::{IngestMeta, IngestOutcome, Store, StoreError};
 
 fn corpus(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::current_dir()
+        .unwrap()
         .join("../../testdata/corpus")
         .join(name)
 }

@@ -34,7 +34,9 @@ const NATIVE_TS: [&str; 3] = [
 ];
 
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/corpus/valid")
+    std::env::current_dir()
+        .unwrap()
+        .join("../../testdata/corpus/valid")
 }
 
 /// Path of a peer program; fails with the install hint when it is missing.

@@ -9,7 +9,9 @@ use dicom_object::{FileDicomObject, InMemDicomObject};
 use renkei_transcode::transcode::{self, transcode_object, TranscodeError};
 
 fn corpus_valid() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/corpus/valid");
+    let dir = std::env::current_dir()
+        .unwrap()
+        .join("../../testdata/corpus/valid");
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("corpus")
         .map(|e| e.expect("entry").path())

@@ -13,7 +13,8 @@ pub const NODE: &str = env!("CARGO_BIN_EXE_pacs-node");
 
 /// The repo's copy of the shared corpus.
 pub fn corpus(sub: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::current_dir()
+        .unwrap()
         .join("../testdata/corpus")
         .join(sub)
 }
@@ -404,7 +405,9 @@ pub struct PyStoreResult {
 
 /// Send files with pynetdicom; one result per file.
 pub fn pynetdicom_store(node: &Node, files: &[PathBuf]) -> Vec<PyStoreResult> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/store_pynetdicom.py");
+    let script = std::env::current_dir()
+        .unwrap()
+        .join("tests/peers/store_pynetdicom.py");
     let out = Command::new(peer_python())
         .arg(script)
         .args(["127.0.0.1", &node.dicom_port.to_string(), &node.ae_title])
@@ -486,7 +489,9 @@ pub struct PyFindResult {
 
 /// C-FIND with pynetdicom: `model` "study" or "patient", keys as `Keyword=value`.
 pub fn pynetdicom_find(node: &Node, model: &str, level: &str, args: &[&str]) -> PyFindResult {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/find_pynetdicom.py");
+    let script = std::env::current_dir()
+        .unwrap()
+        .join("tests/peers/find_pynetdicom.py");
     let out = Command::new(peer_python())
         .arg(script)
         .args([
@@ -673,7 +678,8 @@ pub struct PyRetrieveResult {
 }
 
 fn run_retrieve_script(script: &str, node: &Node, args: &[String]) -> PyRetrieveResult {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+    let path = std::env::current_dir()
+        .unwrap()
         .join("tests/peers")
         .join(script);
     let out = Command::new(peer_python())

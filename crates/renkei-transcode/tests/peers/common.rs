@@ -9,11 +9,13 @@ use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::{FileDicomObject, InMemDicomObject, OpenFileOptions};
 
 pub(crate) fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/corpus")
+    std::env::current_dir()
+        .unwrap()
+        .join("../../testdata/corpus")
 }
 
 pub(crate) fn peers_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
+    std::env::current_dir().unwrap().join("tests/peers")
 }
 
 /// The peers' Python (pydicom 3 + pylibjpeg codecs + numpy). Missing is a failure, not a
