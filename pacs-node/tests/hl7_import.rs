@@ -286,6 +286,36 @@ fn import_of_the_test_directory_reports_each_message_and_creates_the_resources()
     ));
     let dx = search(&node, &doctor, "Condition", &rid);
     assert_eq!(dx.len(), 2, "{dx:#?}");
+
+    // the site runs its export again: every recorded message is answered as the first
+    // time, flagged as a resend, and nothing is recorded twice
+    let out = import(&node, &doctor, &["--json", testdata().to_str().unwrap()]);
+    let again: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(again.len(), 9, "{}", text(&out));
+    for a in &again {
+        let id = a["control_id"].as_str().unwrap_or_default();
+        let first = by_id[id];
+        assert_eq!(a["code"], first["code"], "{a}");
+        assert_eq!(a["created"], first["created"], "{a}");
+        let recorded = !first["created"].as_array().unwrap().is_empty();
+        assert_eq!(a["duplicate_of"].is_string(), recorded, "{a}");
+        if recorded {
+            assert!(
+                a["text"].as_str().unwrap().starts_with("resend of MSH-10"),
+                "{a}"
+            );
+            assert!(
+                a["ack"].as_str().unwrap().contains("\rERR||MSH^1^10|"),
+                "{a}"
+            );
+        }
+    }
+    assert_eq!(search(&node, &doctor, "Observation", &rid).len(), 6);
+    assert_eq!(search(&node, &doctor, "MedicationRequest", &rid).len(), 2);
+    assert_eq!(search(&node, &doctor, "Condition", &rid).len(), 2);
     // what the import produced is valid FHIR R4 (the A08 Patient included)
     let mut all: Vec<Value> = obs.iter().chain(&rx).chain(&dx).cloned().collect();
     all.push(adt["not_stored"][0].clone());

@@ -16,7 +16,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::encoding::Charset;
@@ -25,7 +25,7 @@ use super::parse::{Delimiters, Header};
 use crate::model::{now_us, rfc3339};
 
 /// MSA-1 (HL7 table 0008).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AckCode {
     /// Application Accept.
     AA,
@@ -72,6 +72,10 @@ pub struct Ack {
     pub patient: Option<String>,
     /// MSH-10 of this ACK.
     pub ack_control_id: String,
+    /// When the message was a resend of one already recorded: when that one was received
+    /// (RFC 3339). Nothing was recorded again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<String>,
     #[serde(skip)]
     header: Header,
     #[serde(skip)]
@@ -114,6 +118,7 @@ impl Ack {
             facility: None,
             patient: None,
             ack_control_id: next_control_id(),
+            duplicate_of: None,
             header,
             node: node.to_string(),
         }

@@ -26,7 +26,7 @@
 //!    (AE 204: a wrong link is worse than a missing one);
 //! 6. every resource is mapped first, every problem reported (AE, nothing stored); then
 //!    each is created in turn. A store failure stops there: MSA-3 says how many were
-//!    created (resending the message would record those again).
+//!    created (the receipt keeps a resend of the same bytes from recording them again).
 //!
 //! ADT^A08: the regional patient index has no demographics update (identity.rs offers
 //! enrolment, links and merges only), so the Patient is mapped and checked, returned in
@@ -34,17 +34,26 @@
 //! not applied and how it differs from the regional record.
 //!
 //! The record is create-only: cancellations and deletions (ORC-1 CA/DC/…, OBX-11 D/W,
-//! PRB-1 DE) are refused with AE 207 rather than recorded as new resources, and importing
-//! the same message twice records it twice unless the clinical store rejects duplicates
-//! (every resource carries an identifier `urn:renkei:hl7:<facility>:<result|order|problem>`
-//! built from the order numbers, to make that possible).
+//! PRB-1 DE) are refused with AE 207 rather than recorded as new resources.
+//!
+//! Resends: an interface engine that misses an ACK (a timeout, a dropped MLLP connection)
+//! sends the message again with the same MSH-10, which identifies a message for its sender
+//! (HL7 v2.5 §2.14.9.10), and a site re-running an SS-MIX2 export sends whole trees again.
+//! A message that recorded something leaves a [`Receipt`] under (facility, MSH-10) with the
+//! SHA-256 of its bytes; the same bytes again are answered as the first time (the same code
+//! and resources, a warning ERR and [`Ack::duplicate_of`]) and nothing is recorded twice.
+//! Different bytes under a used MSH-10 (a sender whose counter wrapped) are a new message.
+//! The receipt is written after the resources, so a crash between the two lets one resend
+//! through again.
 
 pub mod ack;
 pub mod encoding;
 pub mod map;
 pub mod parse;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use renkei_model::PatientKey;
 
@@ -53,15 +62,40 @@ use map::{Context, Issue, Kind};
 use parse::{Location, Message, Piece};
 
 use crate::error::ShareError;
-use crate::model::{RegionalPatient, Role};
+use crate::keys;
+use crate::model::{now_us, rfc3339, RegionalPatient, Role};
 use crate::policy::Actor;
 use crate::{AuditEvent, Purpose, Share};
+
+/// What the node keeps of an HL7 message that recorded something, to answer a resend
+/// (module docs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Receipt {
+    /// SHA-256 of the message's bytes, hex.
+    pub sha256: String,
+    /// When it was received, µs since the epoch.
+    pub received_us: u64,
+    /// MSA-1 it was answered with.
+    pub code: AckCode,
+    /// MSA-3.
+    pub text: String,
+    /// The resources it created.
+    pub created: Vec<String>,
+    /// DetectedIssue resources raised.
+    pub detected_issues: Vec<String>,
+    /// The regional patient.
+    pub patient: Option<String>,
+}
 
 impl Share {
     /// Import one HL7 v2 message as `actor` (module docs), and answer it.
     pub fn import_hl7(&self, actor: &Actor, message: &[u8]) -> Ack {
-        let ack = self.import_one(actor, message);
-        self.audit_import(actor, &ack);
+        let sha256: String = Sha256::digest(message)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let ack = self.import_one(actor, message, &sha256);
+        self.audit_import(actor, &ack, &sha256);
         ack
     }
 
@@ -109,7 +143,7 @@ impl Share {
             .find_map(|c| self.facility_of_issuer(c))
     }
 
-    fn import_one(&self, actor: &Actor, bytes: &[u8]) -> Ack {
+    fn import_one(&self, actor: &Actor, bytes: &[u8], sha256: &str) -> Ack {
         let node = self.config().node_name.clone();
         let msg = match Message::parse(bytes) {
             Ok(m) => m,
@@ -172,6 +206,13 @@ impl Share {
             Ok(a) => a,
             Err(text) => return reject(ack, Issue::error(Location::field("MSH", 1, 4), 207, text)),
         };
+        // only after the caller is known to act for the facility: a resend is answered
+        // with what the first one recorded
+        if let Some(r) = self.receipt(&facility, &h.control_id) {
+            if r.sha256 == sha256 {
+                return answer_resend(ack, r);
+            }
+        }
         let error = |ack: Ack, i: Issue| ack.fail(AckCode::AE, vec![i]);
         let Some(pid) = msg.first("PID") else {
             return error(
@@ -349,7 +390,24 @@ impl Share {
         Ok(None)
     }
 
-    fn audit_import(&self, actor: &Actor, ack: &Ack) {
+    /// The receipt of a message recorded before, if any.
+    fn receipt(&self, facility: &str, control_id: &str) -> Option<Receipt> {
+        if control_id.is_empty() {
+            return None;
+        }
+        let key = keys::text_key(keys::HL7_RECEIPT, &[facility, control_id]);
+        self.get(&key).unwrap_or_else(|e| {
+            // a receipt that cannot be read must not stop the message: worst case a resend
+            // is recorded twice, which the duplicate checks then flag
+            tracing::warn!(error = %e, facility, control_id, "cannot read an HL7 receipt");
+            None
+        })
+    }
+
+    /// The audit record of the import, with the message's receipt when it recorded
+    /// something (one synced commit: the receipt must not be lost when the resources
+    /// are not).
+    fn audit_import(&self, actor: &Actor, ack: &Ack, sha256: &str) {
         let mut e = actor.audit(
             &format!("HL7 import {}", ack.message_type),
             AuditEvent::PatientRecord,
@@ -357,17 +415,66 @@ impl Share {
         );
         e.purpose = Purpose::Treatment;
         e.allowed = ack.code != AckCode::AR;
-        e.detail = format!(
-            "MSH-10 {} from {}: {}, {} created",
-            ack.control_id,
-            ack.facility.as_deref().unwrap_or("unknown facility"),
-            ack.code.as_str(),
-            ack.created.len()
-        );
-        if let Err(err) = self.audit_read(e) {
+        e.detail = match &ack.duplicate_of {
+            Some(first) => format!(
+                "MSH-10 {} from {}: resend of the message received {first}, answered {}, nothing recorded again",
+                ack.control_id,
+                ack.facility.as_deref().unwrap_or("unknown facility"),
+                ack.code.as_str(),
+            ),
+            None => format!(
+                "MSH-10 {} from {}: {}, {} created",
+                ack.control_id,
+                ack.facility.as_deref().unwrap_or("unknown facility"),
+                ack.code.as_str(),
+                ack.created.len()
+            ),
+        };
+        let result = match (&ack.facility, &ack.duplicate_of) {
+            (Some(facility), None) if !ack.created.is_empty() && !ack.control_id.is_empty() => {
+                let key = keys::text_key(keys::HL7_RECEIPT, &[facility, &ack.control_id]);
+                let receipt = Receipt {
+                    sha256: sha256.to_string(),
+                    received_us: now_us(),
+                    code: ack.code,
+                    text: ack.text.clone(),
+                    created: ack.created.clone(),
+                    detected_issues: ack.detected_issues.clone(),
+                    patient: ack.patient.clone(),
+                };
+                self.transact(|tx| {
+                    tx.put(&key, &receipt)?;
+                    Ok(((), e))
+                })
+            }
+            _ => self.audit_read(e),
+        };
+        if let Err(err) = result {
             tracing::warn!(error = %err, "could not record the HL7 import in the audit trail");
         }
     }
+}
+
+/// The answer to a resend: what the first message was answered, and a warning that
+/// nothing was recorded again.
+fn answer_resend(mut ack: Ack, r: Receipt) -> Ack {
+    let first = rfc3339(r.received_us);
+    ack.code = r.code;
+    ack.created = r.created;
+    ack.detected_issues = r.detected_issues;
+    ack.patient = r.patient;
+    ack.text = format!(
+        "resend of MSH-10 {} received {first}: already recorded ({} resource(s)), nothing recorded again",
+        ack.control_id,
+        ack.created.len()
+    );
+    ack.issues.push(Issue::warning(
+        Location::field("MSH", 1, 10),
+        0,
+        format!("{}; first answer: {}", ack.text, r.text),
+    ));
+    ack.duplicate_of = Some(first);
+    ack
 }
 
 /// Who records a facility's message, when `caller` sends it (module docs, step 4).
@@ -595,15 +702,80 @@ OBX|1|NM|3D046000001920402^HbA1c^JC10||6.8|%^%^UCUM|4.6-6.2|H|||F";
         let ack = share.import_hl7(&admin, &msg("HIS-A", ORU));
         assert_eq!(ack.facility.as_deref(), Some("1310000001"));
         assert_eq!(ack.patient.as_deref(), Some(rid.as_str()));
-        // accepted once the clinical record stores; until then the store's refusal is
-        // reported against the OBX it failed on
-        match ack.code {
-            AckCode::AA => assert_eq!(ack.created.len(), 1, "{ack:?}"),
-            _ => {
-                assert_eq!(ack.issues[0].location.to_string(), "OBX", "{ack:?}");
-                assert_eq!(ack.issues[0].location.sequence, 1);
-            }
-        }
+        assert_eq!(ack.code, AckCode::AA, "{ack:?}");
+        assert_eq!(ack.created.len(), 1, "{ack:?}");
+        assert!(ack.duplicate_of.is_none());
+    }
+
+    /// Observations stored, every version's current record counted once.
+    fn observations(share: &Share) -> usize {
+        let mut n = 0;
+        let prefix = keys::text_prefix(keys::CLINICAL_DOC, &["Observation"]);
+        share
+            .index()
+            .for_each_prefix(renkei_store::keys::CF_SHARE, &prefix, |_, _| {
+                n += 1;
+                Ok(true)
+            })
+            .unwrap();
+        n
+    }
+
+    #[test]
+    fn a_resend_is_answered_as_the_first_time_and_not_recorded_again() {
+        let (_tmp, share, rid) = region();
+        let user_a = principal(Role::Doctor, Some("1310000001"));
+        let first = share.import_hl7(&user_a, &msg("1310000001", ORU));
+        assert_eq!(first.code, AckCode::AA, "{first:?}");
+        assert_eq!(observations(&share), 1);
+
+        // the interface engine missed the ACK and sends the same bytes again
+        let again = share.import_hl7(&user_a, &msg("1310000001", ORU));
+        assert_eq!(again.code, AckCode::AA, "{again:?}");
+        assert_eq!(again.created, first.created);
+        assert_eq!(again.patient.as_deref(), Some(rid.as_str()));
+        assert!(again.duplicate_of.is_some());
+        assert!(
+            again.text.starts_with("resend of MSH-10 M1"),
+            "{}",
+            again.text
+        );
+        assert!(again.er7().contains("|W|"), "{}", again.er7());
+        assert_eq!(observations(&share), 1);
+
+        // another user of the facility resending it: still one record
+        let colleague = principal(Role::Nurse, Some("1310000001"));
+        let third = share.import_hl7(&colleague, &msg("1310000001", ORU));
+        assert!(third.duplicate_of.is_some(), "{third:?}");
+        assert_eq!(observations(&share), 1);
+
+        // someone of another facility learns nothing from the receipt
+        let other = principal(Role::Doctor, Some("1310000009"));
+        let refused = share.import_hl7(&other, &msg("1310000001", ORU));
+        assert_eq!(refused.code, AckCode::AR);
+        assert!(refused.created.is_empty() && refused.duplicate_of.is_none());
+
+        // a new message under a used MSH-10 (a counter that wrapped) is recorded
+        let other_value = share.import_hl7(
+            &user_a,
+            &msg("1310000001", &ORU.replace("||6.8|", "||7.1|")),
+        );
+        assert_eq!(other_value.code, AckCode::AA, "{other_value:?}");
+        assert!(other_value.duplicate_of.is_none());
+        assert_ne!(other_value.created, first.created);
+        assert_eq!(observations(&share), 2);
+
+        // a message that recorded nothing leaves no receipt: fixed and resent, it counts
+        let unlinked = ORU
+            .replace("M1|", "M2|")
+            .replace("12345^^^^PI", "777^^^^PI");
+        assert_eq!(
+            share
+                .import_hl7(&user_a, &msg("1310000001", &unlinked))
+                .code,
+            AckCode::AE
+        );
+        assert!(share.receipt("1310000001", "M2").is_none());
     }
 
     #[test]
