@@ -65,6 +65,25 @@ fn storescu(node: &Node, calling: &str, file: &Path) {
     );
 }
 
+/// STOW-RS of one file with dicomweb-client, signed in with `token`; it must be stored.
+fn stow(node: &Node, token: &str, scratch: &Path, file: &Path) {
+    let o = std::process::Command::new(common::peer_python())
+        .env("RENKEI_TOKEN", token)
+        .arg(
+            std::env::current_dir()
+                .unwrap()
+                .join("tests/peers/stow_dicomweb_client.py"),
+        )
+        .arg(format!("http://127.0.0.1:{}/dicom-web", node.http_port))
+        .arg(scratch)
+        .arg(file)
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(answer["status"], 200, "{answer}");
+}
+
 /// Study-level findscu as `calling` by PatientID: (StudyInstanceUIDs, PatientIDs).
 fn findscu(node: &Node, calling: &str, patient_id: &str) -> (Vec<String>, Vec<String>) {
     let o = dcmtk("findscu")
@@ -274,21 +293,7 @@ fn two_facilities_same_local_id_found_under_regional_id_only_with_relationship()
     // a STOW-RS by A's doctor is A's too (issuer = the user's facility)
     let sent = dir.path().join("sent");
     std::fs::create_dir_all(&sent).unwrap();
-    let o = std::process::Command::new(common::peer_python())
-        .env("RENKEI_TOKEN", &r.doctor_a)
-        .arg(
-            std::env::current_dir()
-                .unwrap()
-                .join("tests/peers/stow_dicomweb_client.py"),
-        )
-        .arg(format!("http://127.0.0.1:{}/dicom-web", node.http_port))
-        .arg(&sent)
-        .arg(study(dir.path(), 4, "555"))
-        .output()
-        .unwrap();
-    let answer: Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
-    assert_eq!(answer["status"], 200, "{answer}");
+    stow(node, &r.doctor_a, &sent, &study(dir.path(), 4, "555"));
     assert_eq!(qido(node, &r.doctor_a, "555").0, vec![study_uid(4)]);
     assert_eq!(qido(node, &r.doctor_c, "555").0, Vec::<String>::new());
     assert_eq!(findscu(node, "MOD_A", "555").0, vec![study_uid(4)]);
@@ -388,6 +393,62 @@ fn two_facilities_same_local_id_found_under_regional_id_only_with_relationship()
         get(node, &r.doctor_c, &format!("/api/audit?patient={rid}")).0,
         403
     );
+
+    // what was stored for the patient is in the trail too: one record per study and
+    // association (C-STORE) or request (STOW-RS), with counts (PS3.15 A.5.3.2, Create)
+    let ct5 = study(dir.path(), 5, "12345");
+    storescu(node, "MOD_A", &ct5);
+    storescu(node, "MOD_A", &ct5);
+    stow(node, &r.doctor_a, &sent, &study(dir.path(), 6, "12345"));
+    let (s, v) = get(node, &r.doctor_a, &format!("/api/audit?patient={rid}"));
+    assert_eq!(s, 200, "{v}");
+    let stores: Vec<(String, String, String)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "C-STORE" || e["action"] == "STOW-RS")
+        .map(|e| {
+            let text = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (text("action"), text("actor_name"), text("detail"))
+        })
+        .collect();
+    assert_eq!(
+        stores,
+        vec![
+            (
+                "C-STORE".to_string(),
+                "MOD_A".to_string(),
+                format!("study {}: 1 instance(s) stored", study_uid(5))
+            ),
+            (
+                "C-STORE".to_string(),
+                "MOD_A".to_string(),
+                format!(
+                    "study {}: 0 instance(s) stored, 1 already stored (unchanged)",
+                    study_uid(5)
+                )
+            ),
+            (
+                "STOW-RS".to_string(),
+                "doctor".to_string(), // the user's name
+                format!("study {}: 1 instance(s) stored", study_uid(6))
+            ),
+        ],
+        "{v}"
+    );
+    let (s, v) = get(
+        node,
+        &r.doctor_a,
+        &format!("/fhir/AuditEvent?patient={rid}"),
+    );
+    assert_eq!(s, 200, "{v}");
+    let created = v["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"]["type"]["code"] == "110104" && e["resource"]["action"] == "C")
+        .count();
+    assert_eq!(created, 3, "{v}");
 }
 
 #[test]

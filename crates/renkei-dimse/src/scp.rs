@@ -41,7 +41,7 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use renkei_model::charset::CharacterSets;
 use renkei_model::query::{Entity, InfoModel, Level, Query};
 use renkei_model::storage_classes::STORAGE_SOP_CLASSES;
-use renkei_share::{Actor, AuditEvent, Share};
+use renkei_share::{Actor, AuditEvent, Received, Share};
 use renkei_store::{Ingest, IngestMeta, IngestOutcome, Store, StoreError};
 use renkei_transcode::transcode::{self, Route};
 use renkei_transcode::PixelPool;
@@ -113,7 +113,7 @@ impl Default for ScpOptions {
 }
 
 /// Who is on the other end of an association.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Peer {
     /// Calling AE title, trimmed.
     calling: String,
@@ -121,6 +121,9 @@ struct Peer {
     actor: Option<Actor>,
     /// The Issuer of Patient ID its stores are indexed under when they carry none.
     default_issuer: Option<String>,
+    /// What it stored, by study, for the audit record written when it ends (a lock
+    /// never held across an await).
+    received: std::sync::Mutex<Received>,
 }
 
 /// The DICOM service provider: accepts associations and serves C-ECHO and C-STORE.
@@ -318,6 +321,9 @@ impl Scp {
         self.metrics
             .associations_active
             .fetch_sub(1, Ordering::Relaxed);
+        // an aborted or broken association: its stores are as real (a released one was
+        // recorded before its A-RELEASE-RP; then nothing is left)
+        self.audit_received(&peer).await;
         match result {
             Ok(()) => debug!("association released"),
             Err(reason) => {
@@ -336,6 +342,7 @@ impl Scp {
                 calling,
                 actor: None,
                 default_issuer: None,
+                received: Default::default(),
             };
         };
         let ae_facility = share.facility_of_ae(&calling);
@@ -356,6 +363,28 @@ impl Scp {
             calling,
             actor: Some(actor),
             default_issuer,
+            received: Default::default(),
+        }
+    }
+
+    /// Record what the association stored, one audit record per study (renkei_share's
+    /// `received` module), however it ended: an aborted association's stores are as real.
+    async fn audit_received(&self, peer: &Peer) {
+        let (Some(share), Some(actor)) = (self.options.share.clone(), peer.actor.clone()) else {
+            return;
+        };
+        let received =
+            std::mem::take(&mut *peer.received.lock().unwrap_or_else(|p| p.into_inner()));
+        if received.is_empty() {
+            return;
+        }
+        let written =
+            tokio::task::spawn_blocking(move || share.audit_received(&actor, "C-STORE", &received))
+                .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "cannot write the audit record of C-STORE"),
+            Err(e) => warn!(error = %e, "cannot write the audit record of C-STORE"),
         }
     }
 
@@ -443,7 +472,7 @@ impl Scp {
                                 if pdv.is_last {
                                     match pending.take() {
                                         Some(Pending::Store(p)) => {
-                                            self.finish_store(assoc, *p).await?
+                                            self.finish_store(assoc, *p, peer).await?
                                         }
                                         Some(Pending::Find(f)) if f.op != field::C_FIND_RQ => {
                                             self.run_retrieve(assoc, f, contexts, peer).await?
@@ -459,6 +488,9 @@ impl Scp {
                     }
                 }
                 Pdu::ReleaseRQ => {
+                    // before the A-RELEASE-RP: a sender that has seen its association end
+                    // finds its stores in the trail
+                    self.audit_received(peer).await;
                     assoc
                         .send(&Pdu::ReleaseRP)
                         .await
@@ -584,6 +616,7 @@ impl Scp {
         &self,
         assoc: &mut AsyncServerAssociation<TcpStream>,
         p: PendingStore,
+        peer: &Peer,
     ) -> Result<(), String> {
         let started = Instant::now();
         let PendingStore {
@@ -599,7 +632,7 @@ impl Scp {
                 let store = self.store.clone();
                 let task = tokio::task::spawn_blocking(move || store.finish_ingest(ingest));
                 match tokio::time::timeout(self.options.store_timeout, task).await {
-                    Ok(Ok(Ok((outcome, rec)))) => Ok((outcome, rec.sop_uid)),
+                    Ok(Ok(Ok((outcome, rec)))) => Ok((outcome, rec.sop_uid, rec.study_uid)),
                     Ok(Ok(Err(e))) => Err(failure_of(&e)),
                     Ok(Err(e)) => {
                         Err((status::OUT_OF_RESOURCES, format!("store task failed: {e}")))
@@ -612,8 +645,10 @@ impl Scp {
                 }
             }
         };
+        let received = || peer.received.lock().unwrap_or_else(|p| p.into_inner());
         let (st, comment) = match result {
-            Ok((outcome, sop_uid)) => {
+            Ok((outcome, sop_uid, study_uid)) => {
+                received().stored(&study_uid, outcome == IngestOutcome::Duplicate);
                 self.metrics.stores_ok.fetch_add(1, Ordering::Relaxed);
                 self.metrics.observe_store(started.elapsed());
                 if let (Some(tx), IngestOutcome::Stored | IngestOutcome::Replaced) =
@@ -636,6 +671,7 @@ impl Scp {
                 (status::SUCCESS, None)
             }
             Err((st, comment)) => {
+                received().refused(&comment);
                 self.metrics.stores_failed.fetch_add(1, Ordering::Relaxed);
                 warn!(sop = %rq.sop_instance_uid, status = format_args!("{st:#06X}"), %comment, "C-STORE failed");
                 (st, Some(comment))

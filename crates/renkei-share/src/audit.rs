@@ -311,6 +311,12 @@ pub fn to_fhir(rec: &AuditRecord, node: &str) -> Value {
     let ((code, display), sub) = e.event.codes();
     let action = match e.event {
         AuditEvent::PatientRecord if !e.action.starts_with("FHIR read") => "U",
+        // the receiving side of a transfer creates (PS3.15 A.5.3.2)
+        AuditEvent::InstancesTransferred
+            if e.action.starts_with("C-STORE") || e.action.starts_with("STOW-RS") =>
+        {
+            "C"
+        }
         AuditEvent::Query => "E",
         _ => "R",
     };

@@ -33,6 +33,7 @@ pub mod ids;
 pub mod keys;
 pub mod model;
 pub mod policy;
+pub mod received;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -48,6 +49,7 @@ pub use audit::{AuditEntry, AuditEvent, AuditRecord, Purpose};
 pub use error::{Result, ShareError};
 pub use model::{Facility, Role, User};
 pub use policy::{Actor, Category, Decision, Principal};
+pub use received::Received;
 
 use audit::ChainHead;
 use model::now_us;

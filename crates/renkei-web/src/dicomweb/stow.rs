@@ -42,6 +42,7 @@ use serde_json::{json, Map, Value};
 
 use renkei_model::uid::{is_valid_uid, trim_uid};
 use renkei_model::InstanceRecord;
+use renkei_share::Received;
 use renkei_store::{Ingest, IngestMeta, IngestOutcome, Store, StoreError};
 
 use super::json::tag_key;
@@ -122,6 +123,8 @@ pub(super) struct Stored {
     study: String,
     series: String,
     warning: Option<u16>,
+    /// It was stored before, byte for byte.
+    duplicate: bool,
 }
 
 #[derive(Debug)]
@@ -279,6 +282,7 @@ async fn stow(
     let mut results = Results {
         state: &state,
         list: Vec::new(),
+        received: Received::default(),
     };
     let received = match parts {
         Parts::Files => receive_files(&mut multipart, want_study.as_deref(), &mut results).await,
@@ -286,6 +290,7 @@ async fn stow(
             super::stow_bulk::receive(&mut multipart, want_study.as_deref(), &mut results).await
         }
     };
+    audit_received(&state, results.received).await;
     let results = results.list;
     if let Err(e) = received {
         return Ok(broken(&e, &results));
@@ -321,6 +326,8 @@ async fn receive_files(
 pub(super) struct Results<'a> {
     pub(super) state: &'a AppState,
     list: Vec<PartResult>,
+    /// What was stored, by study, for the request's audit records.
+    received: Received,
 }
 
 impl Results<'_> {
@@ -328,8 +335,12 @@ impl Results<'_> {
     pub(super) fn push(&mut self, r: PartResult) {
         let metrics = &self.state.metrics;
         match &r.outcome {
-            Ok(_) => metrics.stores_ok.fetch_add(1, Ordering::Relaxed),
+            Ok(s) => {
+                self.received.stored(&s.study, s.duplicate);
+                metrics.stores_ok.fetch_add(1, Ordering::Relaxed)
+            }
             Err(f) => {
+                self.received.refused(&f.comment);
                 tracing::warn!(
                     result = self.list.len() + 1,
                     sop = %r.instance,
@@ -375,7 +386,11 @@ pub(super) fn after_store(
 }
 
 /// The `Stored` result of a durable instance.
-pub(super) fn stored(rec: InstanceRecord, warning: Option<u16>) -> PartResult {
+pub(super) fn stored(
+    rec: InstanceRecord,
+    outcome: IngestOutcome,
+    warning: Option<u16>,
+) -> PartResult {
     PartResult {
         class: rec.sop_class_uid,
         instance: rec.sop_uid,
@@ -383,7 +398,28 @@ pub(super) fn stored(rec: InstanceRecord, warning: Option<u16>) -> PartResult {
             study: rec.study_uid,
             series: rec.series_uid,
             warning,
+            duplicate: outcome == IngestOutcome::Duplicate,
         }),
+    }
+}
+
+/// Record what the request stored, one audit record per study (renkei_share's `received`
+/// module), whether or not the body ended well: what was stored is stored.
+async fn audit_received(state: &AppState, received: Received) {
+    if received.is_empty() {
+        return;
+    }
+    let Ok(actor) = crate::auth::current_actor() else {
+        return; // the token gate let nobody through without a principal
+    };
+    let share = state.share.clone();
+    let written =
+        tokio::task::spawn_blocking(move || share.audit_received(&actor, "STOW-RS", &received))
+            .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the audit record of STOW-RS"),
+        Err(e) => tracing::warn!(error = %e, "cannot write the audit record of STOW-RS"),
     }
 }
 
@@ -506,7 +542,7 @@ async fn receive_part(
         Ok(Ok((outcome, rec))) => {
             after_store(state, outcome, &rec, received, started.elapsed());
             let coerced = rec.sop_uid != meta_instance || rec.sop_class_uid != meta_class;
-            Ok(stored(rec, coerced.then_some(reason::COERCION)))
+            Ok(stored(rec, outcome, coerced.then_some(reason::COERCION)))
         }
         Ok(Err(e)) => {
             result.outcome = Err(failure_of(&e));
@@ -1086,6 +1122,7 @@ mod tests {
                 study: "1.9".into(),
                 series: "1.8".into(),
                 warning: None,
+                duplicate: false,
             }),
         };
         let bad = || PartResult {

@@ -369,13 +369,13 @@ async fn store_instance(state: &AppState, p: Pending, needed: Needed) -> PartRes
                     dataset.len() as u64,
                     started.elapsed(),
                 );
-                Ok(rec)
+                Ok((outcome, rec))
             }
             Err(e) => Err(failure_of(&e)),
         }
     });
     match task.await {
-        Ok(Ok(rec)) => stored(rec, None),
+        Ok(Ok((outcome, rec))) => stored(rec, outcome, None),
         Ok(Err(f)) => PartResult {
             class,
             instance,
