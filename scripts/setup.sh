@@ -49,4 +49,13 @@ if [ "${RENKEI_SKIP_PEERS:-}" != 1 ]; then
     echo "note: $PEERS_SETUP not found; DICOM peers (DCMTK, pynetdicom) not installed, tests that need them will fail" >&2
   fi
 fi
+# --- FHIR R4 validator (pacs-node/tests/peers/fhir_validate.py) -------------------------
+# The peers' venv carries the newest fhir.resources, which ships R5 and R4B models only. The
+# node serves R4 (4.0.1), whose models the 6.1 line has (pydantic 1): a venv of its own, so
+# the two pydantic majors never meet.
+R4_VENV="${RENKEI_PEERS:-/tmp/renkei-peers}/fhir-r4"
+if ! "$R4_VENV/bin/python" -c 'import fhir.resources as f; assert f.__fhir_version__ == "4.0.1"' 2>/dev/null; then
+  python3 -m venv "$R4_VENV"
+  "$R4_VENV/bin/pip" install -q "fhir.resources==6.1.0" "pydantic[email]>=1.10,<2"
+fi
 echo "build dependencies ready"

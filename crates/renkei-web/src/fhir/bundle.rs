@@ -224,6 +224,25 @@ pub fn everything_params(id: &str, q: &Params) -> Result<SearchParams, FhirError
     Ok(p)
 }
 
+/// A resource as served at `base`: attachment URLs absolute. The record keeps them
+/// relative (`Binary/…`, which FHIR R4 allows for Attachment.url and resolves against the
+/// service base), so that a new host name changes nothing stored; they are served absolute,
+/// as ImagingStudy endpoints are, so that a client follows them as they are (and validators
+/// that insist on a scheme are satisfied).
+pub fn served(base: &str, mut r: Value) -> Value {
+    if r["resourceType"] == "DocumentReference" {
+        if let Some(content) = r["content"].as_array_mut() {
+            for c in content {
+                let url = &mut c["attachment"]["url"];
+                if let Some(rel) = url.as_str().filter(|u| u.starts_with("Binary/")) {
+                    *url = Value::String(format!("{base}/fhir/{rel}"));
+                }
+            }
+        }
+    }
+    r
+}
+
 fn full_url(base: &str, r: &Value) -> String {
     format!(
         "{base}/fhir/{}/{}",
@@ -265,10 +284,10 @@ pub fn searchset(
     let mut entries: Vec<Value> = page
         .resources
         .iter()
-        .map(|r| json!({"fullUrl": full_url(base, r), "resource": r, "search": {"mode": "match"}}))
+        .map(|r| json!({"fullUrl": full_url(base, r), "resource": served(base, r.clone()), "search": {"mode": "match"}}))
         .collect();
     entries.extend(page.included.iter().map(
-        |r| json!({"fullUrl": full_url(base, r), "resource": r, "search": {"mode": "include"}}),
+        |r| json!({"fullUrl": full_url(base, r), "resource": served(base, r.clone()), "search": {"mode": "include"}}),
     ));
     if let Some(reason) = &page.withheld {
         entries.push(json!({
@@ -295,7 +314,7 @@ pub fn collection(base: &str, resources: &[Value]) -> Value {
         .iter()
         .map(|r| {
             if r["id"].is_string() {
-                json!({"fullUrl": full_url(base, r), "resource": r})
+                json!({"fullUrl": full_url(base, r), "resource": served(base, r.clone())})
             } else {
                 json!({"resource": r})
             }
@@ -316,7 +335,7 @@ pub fn history(base: &str, path: &str, versions: &[Value]) -> Value {
             let v = r["meta"]["versionId"].as_str().unwrap_or("1");
             json!({
                 "fullUrl": full_url(base, r),
-                "resource": r,
+                "resource": served(base, r.clone()),
                 "request": {"method": if v == "1" { "POST" } else { "PUT" },
                     "url": format!("{}/{}", r["resourceType"].as_str().unwrap_or_default(),
                         r["id"].as_str().unwrap_or_default())},

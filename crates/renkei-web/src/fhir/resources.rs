@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use renkei_share::clinical::{binary_resource, ResourceType, SearchPage};
 use renkei_share::{audit, Principal};
 
-use super::bundle::{self, base_url, search_params, searchset, understood, Params};
+use super::bundle::{self, base_url, search_params, searchset, served, understood, Params};
 use super::{blocking_fhir, fhir, patient, FhirError};
 use crate::auth::actor;
 use crate::AppState;
@@ -203,7 +203,7 @@ pub(crate) async fn create_type(
         }
         json!({"resourceType": "OperationOutcome", "issue": issues})
     } else {
-        created.resource.clone()
+        served(&base, created.resource.clone())
     };
     let mut r = if prefer.contains("return=minimal") {
         StatusCode::CREATED.into_response()
@@ -247,9 +247,10 @@ pub(crate) async fn read_instance(
     }
     let rt = clinical_type(&t)?;
     let share = st.share.clone();
-    let r = blocking_fhir(move || Ok(share.read(&actor(&p), rt, &id, None, &base)?)).await?;
+    let b = base.clone();
+    let r = blocking_fhir(move || Ok(share.read(&actor(&p), rt, &id, None, &b)?)).await?;
     let v = version_of(&r);
-    let mut resp = fhir(StatusCode::OK, r);
+    let mut resp = fhir(StatusCode::OK, served(&base, r));
     if rt.stored() {
         with_header(&mut resp, ETAG, &format!("W/\"{v}\""));
     }
@@ -317,7 +318,7 @@ pub(crate) async fn update_instance(
     let rid = id.clone();
     let r = blocking_fhir(move || Ok(share.update(&actor(&p), rt, &rid, v, expected)?)).await?;
     let ver = version_of(&r);
-    let mut resp = fhir(StatusCode::OK, r);
+    let mut resp = fhir(StatusCode::OK, served(&base_url(&headers), r));
     with_header(&mut resp, ETAG, &format!("W/\"{ver}\""));
     with_header(
         &mut resp,
@@ -399,9 +400,9 @@ pub(crate) async fn vread(
         .map_err(|_| FhirError::not_found(format!("no version {vid:?} of {t}/{id}")))?;
     let base = base_url(&headers);
     let share = st.share.clone();
-    let r =
-        blocking_fhir(move || Ok(share.read(&actor(&p), rt, &id, Some(version), &base)?)).await?;
-    let mut resp = fhir(StatusCode::OK, r);
+    let b = base.clone();
+    let r = blocking_fhir(move || Ok(share.read(&actor(&p), rt, &id, Some(version), &b)?)).await?;
+    let mut resp = fhir(StatusCode::OK, served(&base, r));
     with_header(&mut resp, ETAG, &format!("W/\"{version}\""));
     Ok(resp)
 }
