@@ -94,12 +94,7 @@ const PATIENT_NAME: &str = "00100010";
 
 /// The corpus files the node accepted (pynetdicom says success), with pydicom's reading.
 fn load_corpus(node: &Node) -> Vec<Value> {
-    let mut files = corpus_files("valid");
-    files.extend(
-        corpus_files("charset")
-            .into_iter()
-            .filter(|f| f.extension().is_some_and(|e| e == "dcm")),
-    );
+    let files = corpus_with_charsets();
     let stored = pynetdicom_store(node, &files);
     let ok: BTreeSet<String> = stored
         .iter()

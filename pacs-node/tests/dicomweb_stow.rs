@@ -855,16 +855,6 @@ fn metadata_and_bulk_data_failures_are_per_instance() {
     assert_eq!(obj.element(tags::ROWS).unwrap().to_int::<u16>().unwrap(), 4);
 }
 
-/// A node started with these lines of config (and a small free-space reserve).
-fn start_with_config(tmp: &Path, config: &str) -> Node {
-    let path = tmp.join("node.toml");
-    std::fs::write(&path, format!("min_free_mb = 16\n{config}")).unwrap();
-    Node::start_with(
-        &tmp.join("data"),
-        &["--config", path.to_str().expect("UTF-8 path")],
-    )
-}
-
 /// Read an HTTP response: (status, body).
 fn read_response(s: &mut TcpStream) -> (u16, String) {
     let mut buf = Vec::new();
@@ -886,7 +876,7 @@ fn read_response(s: &mut TcpStream) -> (u16, String) {
 fn bodies_past_max_stow_bytes_get_413() {
     let tmp = tempfile::tempdir().unwrap();
     let limit = 1 << 20;
-    let mut node = start_with_config(tmp.path(), &format!("max_stow_bytes = {limit}\n"));
+    let mut node = Node::start_with_config(tmp.path(), &format!("max_stow_bytes = {limit}\n"));
     let ct = dicom_multipart();
     let token = node.admin_token();
 
@@ -985,7 +975,7 @@ fn bodies_past_max_stow_bytes_get_413() {
 #[test]
 fn stow_feeds_storage_compression() {
     let tmp = tempfile::tempdir().unwrap();
-    let node = start_with_config(tmp.path(), "storage_compression = \"jpeg-ls\"\n");
+    let node = Node::start_with_config(tmp.path(), "storage_compression = \"jpeg-ls\"\n");
     let ct = std::fs::read(corpus("valid/CT_small.dcm")).unwrap();
     let mr = std::fs::read(corpus("valid/MR_small.dcm")).unwrap();
     let (status, answer, _) = stow_raw(&node, "/dicom-web/studies", &[&ct, &mr]);

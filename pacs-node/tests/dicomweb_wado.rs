@@ -24,13 +24,8 @@ fn script() -> PathBuf {
 /// The valid and charset corpus stored with pynetdicom; the file the node holds for each SOP Instance
 /// UID (several corpus files share one: the last stored wins).
 fn load_corpus(node: &Node) -> Vec<PathBuf> {
-    let mut files = corpus_files("valid");
-    // names in ISO 2022 (Japanese, Korean...), which dicom-rs alone decodes wrongly
-    files.extend(
-        corpus_files("charset")
-            .into_iter()
-            .filter(|f| f.extension().is_some_and(|e| e == "dcm")),
-    );
+    // with names in ISO 2022 (Japanese, Korean...), which dicom-rs alone decodes wrongly
+    let files = corpus_with_charsets();
     let stored = pynetdicom_store(node, &files);
     let mut held: BTreeMap<String, PathBuf> = BTreeMap::new();
     for r in &stored {
@@ -353,64 +348,8 @@ fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut s = TcpStream::connect(("127.0.0.1", node.http_port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\
-         Authorization: Bearer {}\r\nContent-Length: {}\r\n",
-        node.http_port,
-        node.admin_token(),
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of the response head");
-    let text = String::from_utf8_lossy(&buf[..end]).to_string();
-    let mut lines = text.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let mut body = buf[end + 4..].to_vec();
-    if header(&headers, "transfer-encoding") == Some("chunked") {
-        body = dechunk(&body);
-    }
-    (status, headers, body)
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = b.windows(2).position(|w| w == b"\r\n").expect("chunk size");
-        let size = std::str::from_utf8(&b[..line_end]).unwrap();
-        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[line_end + 2..line_end + 2 + size]);
-        b = &b[line_end + 2 + size + 2..];
-    }
+    let a = node.request(Some(&node.admin_token()), method, path, headers, body);
+    (a.status, a.headers, a.body)
 }
 
 /// `gzip -dc`: the decompressed bytes (a stream the client could not read fails here).

@@ -10,13 +10,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{corpus, dcmtk, peer_python, Node};
+use common::{modified_copy, storescu_as, validate_fhir, HttpAnswer as Answer, Node};
 use serde_json::{json, Value};
 
 const A: &str = "1310000001";
@@ -28,54 +25,7 @@ const JLAC10: &str = "urn:oid:1.2.392.200119.4.504";
 const YJ: &str = "urn:oid:1.2.392.100495.20.1.73";
 const ICD10: &str = "http://hl7.org/fhir/sid/icd-10";
 
-/// An HTTP answer: status, headers (lower-case names), body bytes.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&self.body).into_owned()))
-    }
-
-    fn header(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-}
-
-fn dechunk(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut rest = body;
-    loop {
-        let Some(i) = rest.windows(2).position(|w| w == b"\r\n") else {
-            return body.to_vec();
-        };
-        let Ok(len) = usize::from_str_radix(String::from_utf8_lossy(&rest[..i]).trim(), 16) else {
-            return body.to_vec();
-        };
-        if len == 0 {
-            return out;
-        }
-        let start = i + 2;
-        if rest.len() < start + len {
-            return body.to_vec();
-        }
-        out.extend_from_slice(&rest[start..start + len]);
-        rest = &rest[(start + len).min(rest.len())..];
-        if rest.starts_with(b"\r\n") {
-            rest = &rest[2..];
-        }
-    }
-}
-
-/// One HTTP/1.1 request with a bearer token and extra headers.
+/// One HTTP/1.1 request of a FHIR body with a bearer token and extra headers.
 fn request(
     node: &Node,
     token: Option<&str>,
@@ -84,52 +34,10 @@ fn request(
     body: Option<&Value>,
     headers: &[(&str, &str)],
 ) -> Answer {
-    let mut s = TcpStream::connect(("127.0.0.1", node.http_port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\n",
-        node.http_port,
-        body.len()
-    );
-    if let Some(t) = token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("HTTP head");
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let mut body = buf[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
-    {
-        body = dechunk(&body);
-    }
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    let mut all = vec![("Content-Type", "application/fhir+json")];
+    all.extend_from_slice(headers);
+    node.request(token, method, path, &all, body.as_bytes())
 }
 
 fn get(node: &Node, token: &str, path: &str) -> Answer {
@@ -232,10 +140,10 @@ impl Record {
         let v = a.json();
         let id = v["id"].as_str().unwrap().to_string();
         assert_eq!(
-            a.header("location"),
+            a.header_all("location"),
             vec![format!("/fhir/{t}/{id}/_history/1").as_str()]
         );
-        assert_eq!(a.header("etag"), vec!["W/\"1\""]);
+        assert_eq!(a.header_all("etag"), vec!["W/\"1\""]);
         assert_eq!(v["meta"]["versionId"], "1");
         let t: &'static str = Box::leak(t.into_boxed_str());
         self.ids.entry(t).or_default().push(id);
@@ -296,25 +204,15 @@ fn hba1c_order(p: &str) -> Value {
 /// The corpus CT as hospital C's modality sends it: local ID C-7788, no issuer,
 /// study date 5 days ago, chest.
 fn ct_file(dir: &Path, uid: &str) -> PathBuf {
-    let f = dir.join("ct.dcm");
-    std::fs::copy(corpus("valid/CT_small.dcm"), &f).unwrap();
     let date = day(5).replace('-', "");
-    let o = dcmtk("dcmodify")
-        .args(["-nb", "-imt", "-ea", "(0010,0021)"])
-        .args(["-i", "(0010,0020)=C-7788"])
-        .args(["-i", &format!("(0020,000d)={uid}")])
-        .args(["-i", &format!("(0008,0020)={date}")])
-        .args(["-i", "(0018,0015)=CHEST"])
-        .args(["-gse", "-gin"])
-        .arg(&f)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "dcmodify: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    f
+    modified_copy("valid/CT_small.dcm", &dir.join("ct.dcm"), |c| {
+        c.args(["-nb", "-imt", "-ea", "(0010,0021)"])
+            .args(["-i", "(0010,0020)=C-7788"])
+            .args(["-i", &format!("(0020,000d)={uid}")])
+            .args(["-i", &format!("(0008,0020)={date}")])
+            .args(["-i", "(0018,0015)=CHEST"])
+            .args(["-gse", "-gin"])
+    })
 }
 
 /// The region and the record of the scenario (issue 7 point 2), up to the CT being
@@ -323,54 +221,29 @@ fn build(dir: &Path) -> Record {
     let node = Node::start(&dir.join("data"));
     let admin = node.admin_token();
     for (code, name, kind, ae, phone) in [
-        (A, "Sakura Clinic", "clinic", "", "03-1111-1111"),
-        (B, "Midori Lab", "laboratory", "", "03-2222-2222"),
-        (C, "Chuo Hospital", "hospital", "CT_C", "03-3333-3333"),
-        (D, "Kita Hospital", "hospital", "", "03-4444-4444"),
-        ("EMS1", "City EMS", "ems", "", "119"),
+        (A, "Sakura Clinic", "clinic", None, "03-1111-1111"),
+        (B, "Midori Lab", "laboratory", None, "03-2222-2222"),
+        (C, "Chuo Hospital", "hospital", Some("CT_C"), "03-3333-3333"),
+        (D, "Kita Hospital", "hospital", None, "03-4444-4444"),
+        ("EMS1", "City EMS", "ems", None, "119"),
     ] {
-        let aes: Vec<&str> = if ae.is_empty() { vec![] } else { vec![ae] };
-        let a = post(
-            &node,
-            &admin,
-            "/api/facilities",
-            &json!({"code": code, "name": name, "kind": kind, "ae_titles": aes, "phone": phone}),
-        );
-        assert_eq!(a.status, 201, "{}", a.json());
+        node.add_facility(&admin, code, name, kind, ae, Some(phone));
     }
     let user = |facility: &str, role: &str| {
-        let a = post(
-            &node,
-            &admin,
-            "/api/users",
-            &json!({"name": format!("{role}@{facility}"), "facility": facility, "role": role}),
-        );
-        assert_eq!(a.status, 201, "{}", a.json());
-        a.json()["token"]["token"].as_str().unwrap().to_string()
+        node.add_user(&admin, &format!("{role}@{facility}"), facility, role)
     };
     let doctor_a = user(A, "doctor");
     let tech_b = user(B, "technologist");
     let doctor_c = user(C, "doctor");
     let doctor_d = user(D, "doctor");
     let ems = user("EMS1", "ems-crew");
-    let a = post(
-        &node,
+    let patient = node.enroll(
         &admin,
-        "/api/patients",
         &json!({"family": "佐藤", "given": "花子", "family_kana": "サトウ", "given_kana": "ハナコ",
                 "birth_date": "1958-10-10", "sex": "female", "consent": true, "phone": "090-0000-0000",
                 "local_ids": [{"issuer": A, "patient_id": "A-100"}, {"issuer": B, "patient_id": "B-200"}]}),
     );
-    assert_eq!(a.status, 201, "{}", a.json());
-    let patient = a.json()["id"].as_str().unwrap().to_string();
-    let a = post(
-        &node,
-        &admin,
-        &format!("/api/patients/{patient}/cards"),
-        &json!({}),
-    );
-    assert_eq!(a.status, 201, "{}", a.json());
-    let card = a.json()["number"].as_str().unwrap().to_string();
+    let card = node.issue_card(&admin, &patient);
     let study_uid = format!("1.2.826.0.1.3680043.10.1459.77.{}", std::process::id());
     let mut r = Record {
         node,
@@ -431,25 +304,8 @@ fn build(dir: &Path) -> Record {
     r.create(&tb, hba1c_observation(p, 10, 7.1));
 
     // hospital C's modality pushes a CT under its own local ID; it is linked afterwards
-    let file = ct_file(dir, &r.study_uid);
-    let o = dcmtk("storescu")
-        .args(["-aet", "CT_C", "-aec", &r.node.ae_title, "127.0.0.1"])
-        .arg(r.node.dicom_port.to_string())
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "storescu: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let a = post(
-        &r.node,
-        &r.admin,
-        &format!("/api/patients/{p}/links"),
-        &json!({"issuer": C, "patient_id": "C-7788"}),
-    );
-    assert_eq!(a.status, 200, "{}", a.json());
+    storescu_as(&r.node, "CT_C", &[], &[ct_file(dir, &r.study_uid)]);
+    r.node.link(&r.admin, p, C, "C-7788");
     r
 }
 
@@ -472,19 +328,13 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 fn checkin(r: &Record, token: &str) {
-    let a = post(
-        &r.node,
-        token,
-        "/api/encounters/checkin",
-        &json!({"card": r.card}),
-    );
-    assert_eq!(a.status, 200, "{}", a.json());
+    r.node.checkin(token, &r.card);
 }
 
 /// The DetectedIssues a create answered with (Link headers), read back.
 fn detected_issues(r: &mut Record, token: &str, created: &Answer) -> Vec<Value> {
     let mut out = Vec::new();
-    for link in created.header("link") {
+    for link in created.header_all("link") {
         let url = link
             .trim_start_matches('<')
             .split_once('>')
@@ -816,7 +666,7 @@ fn scenario_three_facilities_timeline_and_duplicate_warnings() {
     let a = put(&r.doctor_a, &v, "W/\"1\"");
     assert_eq!(a.status, 200, "{}", a.json());
     assert_eq!(a.json()["meta"]["versionId"], "2");
-    assert_eq!(a.header("etag"), vec!["W/\"2\""]);
+    assert_eq!(a.header_all("etag"), vec!["W/\"2\""]);
     let a = put(&r.doctor_a, &v, "W/\"1\"");
     assert_eq!(a.status, 412, "{}", a.json());
     assert_eq!(a.json()["resourceType"], "OperationOutcome");
@@ -847,10 +697,16 @@ fn scenario_three_facilities_timeline_and_duplicate_warnings() {
         .unwrap()
         .to_string();
     assert!(doc["content"][0]["attachment"]["data"].is_null());
-    let a = get(&r.node, &dc, &format!("/fhir/{url}"));
+    // served absolute, at the address the client used
+    let base = format!("http://127.0.0.1:{}", r.node.http_port);
+    let path = url
+        .strip_prefix(&base)
+        .unwrap_or_else(|| panic!("{url} is not under {base}"));
+    assert!(path.starts_with("/fhir/Binary/"), "{url}");
+    let a = get(&r.node, &dc, path);
     assert_eq!(a.status, 200);
     assert!(String::from_utf8_lossy(&a.body).starts_with("紹介状"));
-    let a = get(&r.node, &r.doctor_d, &format!("/fhir/{url}"));
+    let a = get(&r.node, &r.doctor_d, path);
     assert_eq!(a.status, 403);
     let docs = std::fs::read_dir(r.node.data_dir.join("documents"))
         .unwrap()
@@ -967,13 +823,11 @@ fn scenario_three_facilities_timeline_and_duplicate_warnings() {
 
     // consent excluding medication: A's prescriptions leave C's view, and a duplicate
     // check no longer names them (C's own prescriptions stay C's)
-    let a = post(
-        &r.node,
+    r.node.set_consent(
         &r.admin,
-        &format!("/api/patients/{p}/consent"),
+        &p,
         &json!({"given": true, "excluded_categories": ["medication"]}),
     );
-    assert_eq!(a.status, 200, "{}", a.json());
     let created = r.create(&dc, statin(&p, "2189015F1022", "リピトール錠10mg", 0));
     let issues = detected_issues(&mut r, &dc, &created);
     let detail = issues[0]["detail"].as_str().unwrap();
@@ -1017,7 +871,7 @@ fn scenario_three_facilities_timeline_and_duplicate_warnings() {
         6
     );
     assert!(actions.contains(&"FHIR $check MedicationRequest"));
-    validate(&r.seen);
+    validate(dir.path(), &r.seen);
 }
 
 #[test]
@@ -1167,7 +1021,7 @@ fn ems_summary_by_card_needs_break_glass_and_is_audited() {
     let mut seen = r.seen.clone();
     seen.push(("summary".into(), doc));
     seen.push(("AuditEvent search".into(), a.json()));
-    validate(&seen);
+    validate(dir.path(), &seen);
 }
 
 #[test]
@@ -1215,7 +1069,9 @@ fn every_returned_resource_validates_and_the_capability_statement_is_exact() {
     .json()["content"][0]["attachment"]["url"]
         .as_str()
         .unwrap()
-        .trim_start_matches("Binary/")
+        .rsplit_once("/fhir/Binary/")
+        .expect("an absolute Binary URL")
+        .1
         .to_string();
     let (study_uid, ids) = (r.study_uid.clone(), r.ids.clone());
     let instance = |t: &str| -> String {
@@ -1396,45 +1252,13 @@ fn every_returned_resource_validates_and_the_capability_statement_is_exact() {
     }
     let a = get(&r.node, &dc, "/fhir/Organization");
     r.keep("Organization search", &a.json());
-    validate(&r.seen);
+    validate(dir.path(), &r.seen);
 }
 
-/// Validate every kept answer with fhir.resources; fail naming the ones that do not.
-fn validate(items: &[(String, Value)]) {
-    let file = std::env::temp_dir().join(format!(
-        "renkei-fhir-validate-{}-{}.json",
-        std::process::id(),
-        items.len()
-    ));
-    let list: Vec<Value> = items.iter().map(|(l, v)| json!([l, v])).collect();
-    std::fs::write(&file, serde_json::to_vec(&list).unwrap()).unwrap();
-    let script = std::env::current_dir()
-        .unwrap()
-        .join("tests/peers/fhir_validate.py");
-    let out = Command::new(peer_python())
-        .arg(script)
-        .arg(&file)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&file);
-    assert!(
-        out.status.success(),
-        "fhir_validate.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), items.len());
-    let bad: Vec<&Value> = lines.iter().filter(|l| l["ok"] != true).collect();
-    assert!(
-        bad.is_empty(),
-        "{} of {} resources do not validate: {:#?}",
-        bad.len(),
-        items.len(),
-        bad
-    );
+/// Validate every kept answer with fhir.resources (in `dir`); fail naming the ones that
+/// do not, and unless they are of five resource types at least.
+fn validate(dir: &Path, items: &[(String, Value)]) {
+    let lines = validate_fhir(dir, items);
     let types: std::collections::BTreeSet<&str> = lines
         .iter()
         .filter_map(|l| l["resourceType"].as_str())

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{free_port, peer_python, renkei_cli, Node};
+use common::{free_port, renkei_cli, validate_fhir, Node};
 use serde_json::{json, Value};
 
 const FACILITY: &str = "1310000001";
@@ -28,47 +28,27 @@ fn testdata() -> PathBuf {
     std::env::current_dir().unwrap().join("../testdata/hl7")
 }
 
-fn post(node: &Node, token: &str, path: &str, body: &Value) -> (u16, Value) {
-    node.post_json(token, path, body)
-}
-
-fn get(node: &Node, token: &str, path: &str) -> (u16, Value) {
-    node.get_json(token, path)
-}
-
 /// A node with an MLLP port, facility A, a doctor of A and the patient of the test files
 /// enrolled with A's local ID linked: (node, MLLP port, doctor's token, regional ID).
 fn region(dir: &Path) -> (Node, u16, String, String) {
     let mllp = free_port();
-    let config = dir.join("node.toml");
-    std::fs::write(&config, format!("min_free_mb = 16\nmllp_port = {mllp}\n")).unwrap();
-    let node = Node::start_with(&dir.join("data"), &["--config", config.to_str().unwrap()]);
+    let node = Node::start_with_config(dir, &format!("mllp_port = {mllp}\n"));
     let admin = node.admin_token();
-    let (s, b) = post(
-        &node,
+    node.add_facility(
         &admin,
-        "/api/facilities",
-        &json!({"code": FACILITY, "name": "Hospital A", "kind": "hospital", "phone": "03-0000-0001"}),
+        FACILITY,
+        "Hospital A",
+        "hospital",
+        None,
+        Some("03-0000-0001"),
     );
-    assert_eq!(s, 201, "{b}");
-    let (s, b) = post(
-        &node,
+    let doctor = node.add_user(&admin, "Dr. Ichiro", FACILITY, "doctor");
+    let rid = node.enroll(
         &admin,
-        "/api/users",
-        &json!({"name": "Dr. Ichiro", "facility": FACILITY, "role": "doctor"}),
-    );
-    assert_eq!(s, 201, "{b}");
-    let doctor = b["token"]["token"].as_str().unwrap().to_string();
-    let (s, p) = post(
-        &node,
-        &admin,
-        "/api/patients",
         &json!({"family": "佐藤", "given": "花子", "family_kana": "サトウ", "given_kana": "ハナコ",
                 "birth_date": "1975-10-10", "sex": "female", "consent": true,
                 "local_ids": [{"issuer": FACILITY, "patient_id": LOCAL_ID}]}),
     );
-    assert_eq!(s, 201, "{p}");
-    let rid = p["id"].as_str().unwrap().to_string();
     (node, mllp, doctor, rid)
 }
 
@@ -94,11 +74,7 @@ fn text(o: &Output) -> String {
 
 /// The resources of a search as the doctor (every page is one: `_count` large).
 fn search(node: &Node, token: &str, kind: &str, rid: &str) -> Vec<Value> {
-    let (s, b) = get(
-        node,
-        token,
-        &format!("/fhir/{kind}?patient={rid}&_count=100"),
-    );
+    let (s, b) = node.get_json(token, &format!("/fhir/{kind}?patient={rid}&_count=100"));
     assert_eq!(s, 200, "GET /fhir/{kind}: {b}");
     assert_eq!(b["resourceType"], "Bundle", "{b}");
     b["entry"]
@@ -113,33 +89,12 @@ fn search(node: &Node, token: &str, kind: &str, rid: &str) -> Vec<Value> {
 
 /// Every resource validates with Python `fhir.resources` (tests/peers/fhir_validate.py).
 fn assert_valid_fhir(dir: &Path, resources: &[Value]) {
-    let file = dir.join("hl7-resources.json");
-    let list: Vec<Value> = resources
+    let labelled: Vec<(String, Value)> = resources
         .iter()
         .enumerate()
-        .map(|(i, r)| json!([format!("{}#{i}", r["resourceType"]), r]))
+        .map(|(i, r)| (format!("{}#{i}", r["resourceType"]), r.clone()))
         .collect();
-    std::fs::write(&file, serde_json::to_vec(&list).unwrap()).unwrap();
-    let script = std::env::current_dir()
-        .unwrap()
-        .join("tests/peers/fhir_validate.py");
-    let out = Command::new(peer_python())
-        .arg(script)
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "fhir_validate.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), resources.len());
-    let bad: Vec<&Value> = lines.iter().filter(|l| l["ok"] != true).collect();
-    assert!(bad.is_empty(), "resources that do not validate: {bad:#?}");
+    validate_fhir(dir, &labelled);
 }
 
 #[test]

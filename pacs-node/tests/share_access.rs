@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{corpus, dcmtk, peer_python, Node};
-use serde_json::{json, Value};
+use common::{modified_copy, peer_python, storescu_as, Node};
+use serde_json::json;
 
 /// Seconds a check-in keeps the relationship open in this test.
 const RELATIONSHIP_SECS: u64 = 15;
@@ -71,21 +71,11 @@ fn audit_records(node: &Node) -> u64 {
         .unwrap_or_else(|| panic!("audit verify said {out:?}"))
 }
 
-fn post(node: &Node, token: &str, path: &str, body: &Value) -> (u16, Value) {
-    node.post_json(token, path, body)
-}
-
-fn get(node: &Node, token: &str, path: &str) -> (u16, String) {
-    node.http_as(Some(token), "GET", path, None).unwrap()
-}
-
 /// A copy of the corpus CT as facility A's modality would send it: local ID 12345, no
 /// issuer, a fixed study UID.
 fn study_file(dir: &Path) -> PathBuf {
-    let f = dir.join("ct.dcm");
-    std::fs::copy(corpus("valid/CT_small.dcm"), &f).unwrap();
-    let o = dcmtk("dcmodify")
-        .args([
+    modified_copy("valid/CT_small.dcm", &dir.join("ct.dcm"), |c| {
+        c.args([
             "-nb",
             "-imt",
             "-m",
@@ -95,15 +85,7 @@ fn study_file(dir: &Path) -> PathBuf {
         ])
         .args(["-m", &format!("(0020,000d)={STUDY_UID}")])
         .args(["-gse", "-gin"])
-        .arg(&f)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "dcmodify: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    f
+    })
 }
 
 /// Run C-FINDs by PatientID as (calling AE, token or "-"): matches per query.
@@ -141,32 +123,20 @@ fn finds(node: &Node, queries: &[(String, String)], patient: &str) -> Vec<String
 #[test]
 fn access_matrix_matches_docs_and_audits_every_cell() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("node.toml");
-    std::fs::write(
-        &config,
-        format!("min_free_mb = 16\nrelationship_secs = {RELATIONSHIP_SECS}\n"),
-    )
-    .unwrap();
-    let node = Node::start_with(
-        &dir.path().join("data"),
-        &["--config", config.to_str().unwrap()],
+    let node = Node::start_with_config(
+        dir.path(),
+        &format!("relationship_secs = {RELATIONSHIP_SECS}\n"),
     );
     let admin = node.admin_token();
     assert!(admin.starts_with("rk_"), "admin token file: {admin:?}");
 
     for (code, kind, ae) in [
-        ("A", "hospital", "MOD_A"),
-        ("C", "hospital", "WS_C"),
-        ("E", "ems", ""),
+        ("A", "hospital", Some("MOD_A")),
+        ("C", "hospital", Some("WS_C")),
+        ("E", "ems", None),
     ] {
-        let aes: Vec<&str> = if ae.is_empty() { vec![] } else { vec![ae] };
-        let (s, b) = post(
-            &node,
-            &admin,
-            "/api/facilities",
-            &json!({"code": code, "name": format!("Facility {code}"), "kind": kind, "ae_titles": aes, "phone": "0120-000-000"}),
-        );
-        assert_eq!(s, 201, "{b}");
+        let name = format!("Facility {code}");
+        node.add_facility(&admin, code, &name, kind, ae, Some("0120-000-000"));
     }
     let mut tokens: HashMap<String, String> = HashMap::new();
     tokens.insert("regional-admin".into(), admin.clone());
@@ -180,43 +150,15 @@ fn access_matrix_matches_docs_and_audits_every_cell() {
         ("ems-crew@E/on", "E", "ems-crew"),
         ("facility-admin@C", "C", "facility-admin"),
     ] {
-        let (s, b) = post(
-            &node,
-            &admin,
-            "/api/users",
-            &json!({"name": reader, "facility": facility, "role": role}),
-        );
-        assert_eq!(s, 201, "{b}");
-        tokens.insert(
-            reader.into(),
-            b["token"]["token"].as_str().unwrap().to_string(),
-        );
+        tokens.insert(reader.into(), node.add_user(&admin, reader, facility, role));
     }
 
     // facility A's modality stores the study; the node indexes it under issuer A
-    let f = study_file(dir.path());
-    let o = dcmtk("storescu")
-        .args([
-            "-aet",
-            "MOD_A",
-            "-aec",
-            &node.ae_title,
-            "127.0.0.1",
-            &node.dicom_port.to_string(),
-        ])
-        .arg(&f)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "storescu: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    storescu_as(&node, "MOD_A", &[], &[study_file(dir.path())]);
 
     // doctor@A enrols the patient with A's local ID and issues a card
     let doctor_a = tokens["doctor@A"].clone();
-    let (s, pat) = post(
-        &node,
+    let (s, pat) = node.post_json(
         &doctor_a,
         "/fhir/Patient",
         &json!({
@@ -231,16 +173,8 @@ fn access_matrix_matches_docs_and_audits_every_cell() {
     );
     assert_eq!(s, 201, "{pat}");
     let rid = pat["id"].as_str().unwrap().to_string();
-    let (s, card) = post(
-        &node,
-        &doctor_a,
-        &format!("/api/patients/{rid}/cards"),
-        &json!({}),
-    );
-    assert_eq!(s, 201, "{card}");
-    let card = card["number"].as_str().unwrap().to_string();
-    let (s, b) = post(
-        &node,
+    let card = node.issue_card(&doctor_a, &rid);
+    let (s, b) = node.post_json(
         &tokens["ems-crew@E/on"],
         "/api/breakglass",
         &json!({"card": card, "reason": "unconscious at the roadside, card in the wallet"}),
@@ -260,13 +194,7 @@ fn access_matrix_matches_docs_and_audits_every_cell() {
     let mut checked = 0;
     let mut failures = Vec::new();
     let mut phase = |consent: &str, relationship: &str, failures: &mut Vec<String>| {
-        let (s, b) = post(
-            &node,
-            &doctor_a,
-            &format!("/api/patients/{rid}/consent"),
-            &json!({"given": consent == "given"}),
-        );
-        assert_eq!(s, 200, "{b}");
+        node.set_consent(&doctor_a, &rid, &json!({"given": consent == "given"}));
         let phase_cells: Vec<&Cell> = cells
             .iter()
             .filter(|c| c.consent == consent && c.relationship == relationship)
@@ -304,8 +232,7 @@ fn access_matrix_matches_docs_and_audits_every_cell() {
             if c.break_glass == "on" && !c.reader.starts_with("ems-crew") {
                 // only EMS crews may break the glass: refused, audited, nothing changes
                 let before = audit_records(&node);
-                let (s, b) = post(
-                    &node,
+                let (s, b) = node.post_json(
                     &token,
                     "/api/breakglass",
                     &json!({"card": card, "reason": "I want to see it"}),
@@ -322,7 +249,7 @@ fn access_matrix_matches_docs_and_audits_every_cell() {
                 ("FHIR read", &c.fhir, format!("/fhir/Patient/{rid}")),
             ] {
                 let before = audit_records(&node);
-                let (s, body) = get(&node, &token, &url);
+                let (s, body) = node.http_as(Some(&token), "GET", &url, None).unwrap();
                 let got = match s {
                     200 => "allow",
                     403 => "deny",
@@ -342,13 +269,7 @@ fn access_matrix_matches_docs_and_audits_every_cell() {
     };
 
     let checkin = || {
-        let (s, b) = post(
-            &node,
-            &tokens["nurse@C"],
-            "/api/encounters/checkin",
-            &json!({"card": card}),
-        );
-        assert_eq!(s, 200, "{b}");
+        node.checkin(&tokens["nurse@C"], &card);
         Instant::now()
     };
     phase("given", "none", &mut failures);

@@ -10,35 +10,17 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{corpus, dcmtk, Node};
+use common::{dcmtk, modified_copy, storescu_as, Node};
 use serde_json::{json, Value};
-
-fn post(node: &Node, token: &str, path: &str, body: &Value) -> (u16, Value) {
-    node.post_json(token, path, body)
-}
-
-fn get(node: &Node, token: &str, path: &str) -> (u16, Value) {
-    node.get_json(token, path)
-}
 
 /// The corpus CT as a modality would send it: `patient_id`, no issuer, study `n`.
 fn study(dir: &Path, n: u32, patient_id: &str) -> PathBuf {
-    let f = dir.join(format!("ct{n}.dcm"));
-    std::fs::copy(corpus("valid/CT_small.dcm"), &f).unwrap();
-    let o = dcmtk("dcmodify")
-        .args(["-nb", "-imt", "-ea", "(0010,0021)"])
-        .args(["-m", &format!("(0010,0020)={patient_id}")])
-        .args(["-m", &format!("(0020,000d)={}", study_uid(n))])
-        .args(["-gse", "-gin"])
-        .arg(&f)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "dcmodify: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    f
+    modified_copy("valid/CT_small.dcm", &dir.join(format!("ct{n}.dcm")), |c| {
+        c.args(["-nb", "-imt", "-ea", "(0010,0021)"])
+            .args(["-m", &format!("(0010,0020)={patient_id}")])
+            .args(["-m", &format!("(0020,000d)={}", study_uid(n))])
+            .args(["-gse", "-gin"])
+    })
 }
 
 fn study_uid(n: u32) -> String {
@@ -46,23 +28,7 @@ fn study_uid(n: u32) -> String {
 }
 
 fn storescu(node: &Node, calling: &str, file: &Path) {
-    let o = dcmtk("storescu")
-        .args([
-            "-aet",
-            calling,
-            "-aec",
-            &node.ae_title,
-            "127.0.0.1",
-            &node.dicom_port.to_string(),
-        ])
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "storescu as {calling}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    storescu_as(node, calling, &[], &[file.to_path_buf()]);
 }
 
 /// STOW-RS of one file with dicomweb-client, signed in with `token`; it must be stored.
@@ -115,11 +81,7 @@ fn findscu(node: &Node, calling: &str, patient_id: &str) -> (Vec<String>, Vec<St
 
 /// QIDO-RS studies by PatientID: (StudyInstanceUIDs, PatientIDs).
 fn qido(node: &Node, token: &str, patient_id: &str) -> (Vec<String>, Vec<String>) {
-    let (s, v) = get(
-        node,
-        token,
-        &format!("/dicom-web/studies?PatientID={patient_id}"),
-    );
+    let (s, v) = node.get_json(token, &format!("/dicom-web/studies?PatientID={patient_id}"));
     if s == 204 {
         return (vec![], vec![]);
     }
@@ -177,30 +139,14 @@ fn region(data: &Path) -> Region {
         "the log says where the token is"
     );
     for (code, kind, ae) in [
-        ("1310000001", "hospital", "MOD_A"),
-        ("1310000002", "imaging-centre", "MOD_B"),
-        ("1310000003", "clinic", "WS_C"),
-        ("EMS1", "ems", ""),
+        ("1310000001", "hospital", Some("MOD_A")),
+        ("1310000002", "imaging-centre", Some("MOD_B")),
+        ("1310000003", "clinic", Some("WS_C")),
+        ("EMS1", "ems", None),
     ] {
-        let aes: Vec<&str> = if ae.is_empty() { vec![] } else { vec![ae] };
-        let (s, b) = post(
-            &node,
-            &admin,
-            "/api/facilities",
-            &json!({"code": code, "name": code, "kind": kind, "ae_titles": aes}),
-        );
-        assert_eq!(s, 201, "{b}");
+        node.add_facility(&admin, code, code, kind, ae, None);
     }
-    let user = |facility: &str, role: &str| {
-        let (s, b) = post(
-            &node,
-            &admin,
-            "/api/users",
-            &json!({"name": role, "facility": facility, "role": role}),
-        );
-        assert_eq!(s, 201, "{b}");
-        b["token"]["token"].as_str().unwrap().to_string()
-    };
+    let user = |facility: &str, role: &str| node.add_user(&admin, role, facility, role);
     let doctor_a = user("1310000001", "doctor");
     let doctor_c = user("1310000003", "doctor");
     let nurse_c = user("1310000003", "nurse");
@@ -216,15 +162,11 @@ fn region(data: &Path) -> Region {
 }
 
 fn enroll(r: &Region) -> String {
-    let (s, p) = post(
-        &r.node,
+    r.node.enroll(
         &r.admin,
-        "/api/patients",
         &json!({"family": "佐藤", "given": "花子", "family_kana": "サトウ", "given_kana": "ハナコ",
                 "birth_date": "1975-10-10", "sex": "female", "consent": true}),
-    );
-    assert_eq!(s, 201, "{p}");
-    p["id"].as_str().unwrap().to_string()
+    )
 }
 
 #[test]
@@ -244,34 +186,15 @@ fn two_facilities_same_local_id_found_under_regional_id_only_with_relationship()
 
     let rid = enroll(&r);
     for issuer in ["1310000001", "1310000002"] {
-        let (s, v) = post(
-            node,
-            &r.admin,
-            &format!("/api/patients/{rid}/links"),
-            &json!({"issuer": issuer, "patient_id": "12345"}),
-        );
-        assert_eq!(s, 200, "{v}");
+        node.link(&r.admin, &rid, issuer, "12345");
     }
     // no relationship yet: facility C finds nothing, over DIMSE or DICOMweb
     assert_eq!(findscu(node, "WS_C", &rid).0, Vec::<String>::new());
     assert_eq!(qido(node, &r.doctor_c, &rid).0, Vec::<String>::new());
 
     // the card is presented at C: both studies appear under the regional ID
-    let (s, card) = post(
-        node,
-        &r.admin,
-        &format!("/api/patients/{rid}/cards"),
-        &json!({}),
-    );
-    assert_eq!(s, 201, "{card}");
-    let card = card["number"].as_str().unwrap().to_string();
-    let (s, v) = post(
-        node,
-        &r.nurse_c,
-        "/api/encounters/checkin",
-        &json!({"card": card}),
-    );
-    assert_eq!(s, 200, "{v}");
+    let card = node.issue_card(&r.admin, &rid);
+    let v = node.checkin(&r.nurse_c, &card);
     assert_eq!(v["patient"]["id"], rid.as_str());
     let both = vec![study_uid(1), study_uid(2)];
     let (uids, pids) = findscu(node, "WS_C", &rid);
@@ -299,7 +222,7 @@ fn two_facilities_same_local_id_found_under_regional_id_only_with_relationship()
     assert_eq!(findscu(node, "MOD_A", "555").0, vec![study_uid(4)]);
 
     // ... and is listed for the administrator
-    let (s, v) = get(node, &r.admin, "/api/unlinked");
+    let (s, v) = node.get_json(&r.admin, "/api/unlinked");
     assert_eq!(s, 200, "{v}");
     let unlinked: Vec<String> = v
         .as_array()
@@ -321,15 +244,7 @@ fn two_facilities_same_local_id_found_under_regional_id_only_with_relationship()
     assert_eq!(qido(node, &r.ems, &rid).0, Vec::<String>::new());
 
     // consent may exclude one facility, or one category of data
-    let consent = |body: Value| {
-        let (s, v) = post(
-            node,
-            &r.admin,
-            &format!("/api/patients/{rid}/consent"),
-            &body,
-        );
-        assert_eq!(s, 200, "{v}");
-    };
+    let consent = |body: Value| node.set_consent(&r.admin, &rid, &body);
     consent(json!({"given": true, "excluded_facilities": ["1310000003"]}));
     assert_eq!(
         findscu(node, "WS_C", &rid).0,
@@ -346,19 +261,13 @@ fn two_facilities_same_local_id_found_under_regional_id_only_with_relationship()
     assert_eq!(qido(node, &r.doctor_c, &rid).0, both);
 
     // consent withdrawn: sharing stops at once; A still sees its own
-    let (s, v) = post(
-        node,
-        &r.admin,
-        &format!("/api/patients/{rid}/consent"),
-        &json!({"given": false}),
-    );
-    assert_eq!(s, 200, "{v}");
+    consent(json!({"given": false}));
     assert_eq!(findscu(node, "WS_C", &rid).0, Vec::<String>::new());
     assert_eq!(qido(node, &r.doctor_c, &rid).0, Vec::<String>::new());
     assert_eq!(qido(node, &r.doctor_a, &rid).0, vec![study_uid(1)]);
 
     // the trail of the patient names who looked
-    let (s, v) = get(node, &r.doctor_a, &format!("/api/audit?patient={rid}"));
+    let (s, v) = node.get_json(&r.doctor_a, &format!("/api/audit?patient={rid}"));
     assert_eq!(s, 200, "{v}");
     let actions: Vec<&str> = v
         .as_array()
@@ -376,11 +285,7 @@ fn two_facilities_same_local_id_found_under_regional_id_only_with_relationship()
     ] {
         assert!(actions.contains(&a), "{a} missing from {actions:?}");
     }
-    let (s, v) = get(
-        node,
-        &r.doctor_a,
-        &format!("/fhir/AuditEvent?patient={rid}"),
-    );
+    let (s, v) = node.get_json(&r.doctor_a, &format!("/fhir/AuditEvent?patient={rid}"));
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["resourceType"], "Bundle");
     assert!(v["entry"]
@@ -390,7 +295,8 @@ fn two_facilities_same_local_id_found_under_regional_id_only_with_relationship()
         .all(|e| e["resource"]["resourceType"] == "AuditEvent"));
     // facility C is not the patient's facility: its users do not read the trail
     assert_eq!(
-        get(node, &r.doctor_c, &format!("/api/audit?patient={rid}")).0,
+        node.get_json(&r.doctor_c, &format!("/api/audit?patient={rid}"))
+            .0,
         403
     );
 
@@ -400,7 +306,7 @@ fn two_facilities_same_local_id_found_under_regional_id_only_with_relationship()
     storescu(node, "MOD_A", &ct5);
     storescu(node, "MOD_A", &ct5);
     stow(node, &r.doctor_a, &sent, &study(dir.path(), 6, "12345"));
-    let (s, v) = get(node, &r.doctor_a, &format!("/api/audit?patient={rid}"));
+    let (s, v) = node.get_json(&r.doctor_a, &format!("/api/audit?patient={rid}"));
     assert_eq!(s, 200, "{v}");
     let stores: Vec<(String, String, String)> = v
         .as_array()
@@ -436,11 +342,7 @@ fn two_facilities_same_local_id_found_under_regional_id_only_with_relationship()
         ],
         "{v}"
     );
-    let (s, v) = get(
-        node,
-        &r.doctor_a,
-        &format!("/fhir/AuditEvent?patient={rid}"),
-    );
+    let (s, v) = node.get_json(&r.doctor_a, &format!("/fhir/AuditEvent?patient={rid}"));
     assert_eq!(s, 200, "{v}");
     let created = v["entry"]
         .as_array()
@@ -457,7 +359,9 @@ fn audit_chain_verifies_and_a_flipped_byte_is_named() {
     let data = dir.path().join("data");
     let mut r = region(&data);
     let rid = enroll(&r);
-    let (s, _) = get(&r.node, &r.doctor_c, &format!("/fhir/Patient/{rid}"));
+    let (s, _) = r
+        .node
+        .get_json(&r.doctor_c, &format!("/fhir/Patient/{rid}"));
     assert_eq!(s, 403);
     let o = r.node.admin(&["audit", "verify"]);
     let out = String::from_utf8_lossy(&o.stdout).to_string();
@@ -501,12 +405,11 @@ fn bad_input_is_a_clear_4xx_and_changes_nothing() {
         String::from_utf8_lossy(&o.stdout).to_string()
     };
     let patient =
-        |node: &Node| get(node, &r.admin, &format!("/api/patients/{rid}")).1["patient"].clone();
+        |node: &Node| node.get_json(&r.admin, &format!("/api/patients/{rid}")).1["patient"].clone();
     let before = patient(node);
 
     // unknown card (well-formed, Luhn-valid, never issued)
-    let (s, v) = post(
-        node,
+    let (s, v) = node.post_json(
         &r.nurse_c,
         "/api/encounters/checkin",
         &json!({"card": "9000000000000001"}),
@@ -517,8 +420,7 @@ fn bad_input_is_a_clear_4xx_and_changes_nothing() {
         "{v}"
     );
     // mistyped card: the check digit catches it
-    let (s, v) = post(
-        node,
+    let (s, v) = node.post_json(
         &r.nurse_c,
         "/api/encounters/checkin",
         &json!({"card": "9000000000000002"}),
@@ -530,7 +432,7 @@ fn bad_input_is_a_clear_4xx_and_changes_nothing() {
     let mut typo = rid.clone().into_bytes();
     typo[3] = if typo[3] == b'0' { b'1' } else { b'0' };
     let typo = String::from_utf8(typo).unwrap();
-    let (s, v) = get(node, &r.doctor_c, &format!("/fhir/Patient/{typo}"));
+    let (s, v) = node.get_json(&r.doctor_c, &format!("/fhir/Patient/{typo}"));
     assert_eq!(s, 400, "{v}");
     assert_eq!(v["resourceType"], "OperationOutcome");
     assert!(
@@ -540,8 +442,7 @@ fn bad_input_is_a_clear_4xx_and_changes_nothing() {
             .contains("check digit"),
         "{v}"
     );
-    let (s, v) = post(
-        node,
+    let (s, v) = node.post_json(
         &r.admin,
         &format!("/api/patients/{typo}/links"),
         &json!({"issuer": "1310000001", "patient_id": "1"}),
@@ -549,8 +450,7 @@ fn bad_input_is_a_clear_4xx_and_changes_nothing() {
     assert_eq!(s, 400, "{v}");
 
     // expired token
-    let (s, b) = post(
-        node,
+    let (s, b) = node.post_json(
         &r.admin,
         "/api/users",
         &json!({"name": "short", "facility": "1310000003", "role": "doctor", "token_ttl_secs": 1}),
@@ -558,14 +458,14 @@ fn bad_input_is_a_clear_4xx_and_changes_nothing() {
     assert_eq!(s, 201, "{b}");
     let short = b["token"]["token"].as_str().unwrap().to_string();
     std::thread::sleep(Duration::from_millis(1500));
-    let (s, v) = get(node, &short, "/dicom-web/studies");
+    let (s, v) = node.get_json(&short, "/dicom-web/studies");
     assert_eq!(s, 401, "{v}");
     assert!(v["detail"].as_str().unwrap().contains("expired"), "{v}");
     // no token, unknown token, revoked token
     let (s, v) = node.http_as(None, "GET", "/api/whoami", None).unwrap();
     assert_eq!(s, 401, "{v}");
-    assert_eq!(get(node, "rk_0000", "/api/whoami").0, 401);
-    let (_, who) = get(node, &r.doctor_c, "/api/whoami");
+    assert_eq!(node.get_json("rk_0000", "/api/whoami").0, 401);
+    let (_, who) = node.get_json(&r.doctor_c, "/api/whoami");
     let (s, v) = node
         .http_as(
             Some(&r.doctor_c),
@@ -575,7 +475,7 @@ fn bad_input_is_a_clear_4xx_and_changes_nothing() {
         )
         .unwrap();
     assert_eq!(s, 200, "{v}");
-    let (s, v) = get(node, &r.doctor_c, "/api/whoami");
+    let (s, v) = node.get_json(&r.doctor_c, "/api/whoami");
     assert_eq!(s, 401);
     assert!(v["detail"].as_str().unwrap().contains("revoked"), "{v}");
     // FHIR clients get their 401 as an OperationOutcome
@@ -588,15 +488,13 @@ fn bad_input_is_a_clear_4xx_and_changes_nothing() {
     assert_eq!(node.http_as(None, "GET", "/healthz", None).unwrap().0, 200);
 
     // wrong role
-    let (s, v) = post(
-        node,
+    let (s, v) = node.post_json(
         &r.ems,
         "/api/encounters/checkin",
         &json!({"card": "9000000000000001"}),
     );
     assert_eq!(s, 403, "{v}");
-    let (s, v) = post(
-        node,
+    let (s, v) = node.post_json(
         &r.nurse_c,
         "/api/facilities",
         &json!({"code": "X1", "name": "x", "kind": "clinic"}),
@@ -607,8 +505,7 @@ fn bad_input_is_a_clear_4xx_and_changes_nothing() {
             || v["detail"].as_str().unwrap().contains("administer"),
         "{v}"
     );
-    let (s, v) = post(
-        node,
+    let (s, v) = node.post_json(
         &r.doctor_a,
         "/api/users",
         &json!({"name": "x", "facility": "1310000001", "role": "regional-admin"}),
@@ -619,16 +516,14 @@ fn bad_input_is_a_clear_4xx_and_changes_nothing() {
         .http_as(Some(&r.admin), "POST", "/api/facilities", Some("{not json"))
         .unwrap();
     assert!(s == 400 || s == 422, "{s} {v}");
-    let (s, v) = post(
-        node,
+    let (s, v) = node.post_json(
         &r.admin,
         "/api/users",
         &json!({"name": "x", "facility": "1310000003", "role": "surgeon"}),
     );
     assert_eq!(s, 400, "{v}");
     assert!(v["detail"].as_str().unwrap().contains("surgeon"), "{v}");
-    let (s, v) = post(
-        node,
+    let (s, v) = node.post_json(
         &r.admin,
         "/api/facilities",
         &json!({"code": "1310000001", "name": "dup", "kind": "clinic"}),
@@ -637,7 +532,7 @@ fn bad_input_is_a_clear_4xx_and_changes_nothing() {
 
     // nothing changed: the patient record is as enrolled, the facilities are four
     assert_eq!(patient(node), before);
-    let (_, f) = get(node, &r.admin, "/api/facilities");
+    let (_, f) = node.get_json(&r.admin, "/api/facilities");
     assert_eq!(f.as_array().unwrap().len(), 4);
     assert!(records(node).starts_with("audit chain intact"));
 }

@@ -17,15 +17,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use common::{corpus, dcmtk, Node};
+use common::{modified_copy, storescu_as, Node};
 use serde_json::{json, Value};
 
-fn post(node: &Node, token: &str, path: &str, body: &Value) -> (u16, Value) {
-    node.post_json(token, path, body)
-}
-
 fn created(node: &Node, token: &str, path: &str, body: &Value) -> Value {
-    let (s, v) = post(node, token, path, body);
+    let (s, v) = node.post_json(token, path, body);
     assert!(s == 200 || s == 201, "POST {path}: {s} {v}");
     v
 }
@@ -111,27 +107,17 @@ fn encounter(rid: &str, class: &str, text: &str, date: &str) -> Value {
 
 /// The corpus CT as C's modality sends it: local ID, one series, instance `n` of it.
 fn ct(dir: &Path, n: u32, local_id: &str) -> PathBuf {
-    let f = dir.join(format!("ct{n}.dcm"));
-    std::fs::copy(corpus("valid/CT_small.dcm"), &f).unwrap();
-    let o = dcmtk("dcmodify")
-        .args(["-nb", "-imt", "-ea", "(0010,0021)"])
-        .args(["-m", &format!("(0010,0020)={local_id}")])
-        .args(["-m", "(0020,000d)=1.2.826.0.1.3680043.10.1459.77.1"])
-        .args(["-m", "(0020,000e)=1.2.826.0.1.3680043.10.1459.77.1.1"])
-        .args(["-m", &format!("(0020,0013)={n}")])
-        .args(["-i", &format!("(0008,0020)={}", day(-3).replace('-', ""))])
-        .args(["-i", "(0008,1030)=CT chest"])
-        .args(["-i", "(0018,0015)=CHEST"])
-        .arg("-gin")
-        .arg(&f)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "dcmodify: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    f
+    modified_copy("valid/CT_small.dcm", &dir.join(format!("ct{n}.dcm")), |c| {
+        c.args(["-nb", "-imt", "-ea", "(0010,0021)"])
+            .args(["-m", &format!("(0010,0020)={local_id}")])
+            .args(["-m", "(0020,000d)=1.2.826.0.1.3680043.10.1459.77.1"])
+            .args(["-m", "(0020,000e)=1.2.826.0.1.3680043.10.1459.77.1.1"])
+            .args(["-m", &format!("(0020,0013)={n}")])
+            .args(["-i", &format!("(0008,0020)={}", day(-3).replace('-', ""))])
+            .args(["-i", "(0008,1030)=CT chest"])
+            .args(["-i", "(0018,0015)=CHEST"])
+            .arg("-gin")
+    })
 }
 
 const STUDY: &str = "1.2.826.0.1.3680043.10.1459.77.1";
@@ -139,40 +125,15 @@ const CINE: &str = "1.2.826.0.1.3680043.10.1459.77.2";
 
 /// The corpus' two-frame ultrasound (RLE) as C's modality sends it: for playback.
 fn cine(dir: &Path, local_id: &str) -> PathBuf {
-    let f = dir.join("us.dcm");
-    std::fs::copy(corpus("valid/OBXXXX1A_rle_2frame.dcm"), &f).unwrap();
-    let o = dcmtk("dcmodify")
-        .args(["-nb", "-imt", "-ea", "(0010,0021)"])
-        .args(["-m", &format!("(0010,0020)={local_id}")])
-        .args(["-m", &format!("(0020,000d)={CINE}")])
-        .args(["-m", &format!("(0020,000e)={CINE}.1")])
-        .args(["-i", &format!("(0008,0020)={}", day(-30).replace('-', ""))])
-        .args(["-i", "(0008,1030)=US cine"])
-        .arg("-gin")
-        .arg(&f)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "dcmodify: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    f
-}
-
-fn storescu(node: &Node, calling: &str, files: &[PathBuf]) {
-    let o = dcmtk("storescu")
-        // -xr: RLE Lossless (the ultrasound as stored) and the uncompressed syntaxes
-        .args(["-xr", "-aet", calling, "-aec", &node.ae_title, "127.0.0.1"])
-        .arg(node.dicom_port.to_string())
-        .args(files)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "storescu: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    modified_copy("valid/OBXXXX1A_rle_2frame.dcm", &dir.join("us.dcm"), |c| {
+        c.args(["-nb", "-imt", "-ea", "(0010,0021)"])
+            .args(["-m", &format!("(0010,0020)={local_id}")])
+            .args(["-m", &format!("(0020,000d)={CINE}")])
+            .args(["-m", &format!("(0020,000e)={CINE}.1")])
+            .args(["-i", &format!("(0008,0020)={}", day(-30).replace('-', ""))])
+            .args(["-i", "(0008,1030)=US cine"])
+            .arg("-gin")
+    })
 }
 
 fn repo() -> PathBuf {
@@ -213,43 +174,29 @@ fn region(data: &Path) -> Region {
             "1310000001",
             "あおぞら内科クリニック",
             "clinic",
-            "",
+            None,
             "03-3111-0001",
         ),
         (
             "1310000002",
             "みなと臨床検査センター",
             "laboratory",
-            "",
+            None,
             "03-3111-0002",
         ),
         (
             "1310000003",
             "市立中央病院",
             "hospital",
-            "MOD_C",
+            Some("MOD_C"),
             "03-3111-0003",
         ),
-        ("1310000004", "北町病院", "hospital", "", "03-3111-0004"),
-        ("EMS1", "中央消防署 救急隊", "ems", "", "119"),
+        ("1310000004", "北町病院", "hospital", None, "03-3111-0004"),
+        ("EMS1", "中央消防署 救急隊", "ems", None, "119"),
     ] {
-        let aes: Vec<&str> = if ae.is_empty() { vec![] } else { vec![ae] };
-        created(
-            &node,
-            &admin,
-            "/api/facilities",
-            &json!({"code": code, "name": name, "kind": kind, "ae_titles": aes, "phone": phone}),
-        );
+        node.add_facility(&admin, code, name, kind, ae, Some(phone));
     }
-    let user = |facility: &str, role: &str, name: &str| {
-        let b = created(
-            &node,
-            &admin,
-            "/api/users",
-            &json!({"name": name, "facility": facility, "role": role}),
-        );
-        b["token"]["token"].as_str().unwrap().to_string()
-    };
+    let user = |facility: &str, role: &str, name: &str| node.add_user(&admin, name, facility, role);
     let doctor_a = user("1310000001", "doctor", "佐藤 一郎");
     let tech_b = user("1310000002", "technologist", "高橋 健");
     let doctor_c = user("1310000003", "doctor", "田中 花子");
@@ -274,31 +221,18 @@ fn patient(
     kana: (&str, &str),
     local: &str,
 ) -> (String, String) {
-    let p = created(
-        &r.node,
+    let rid = r.node.enroll(
         &r.admin,
-        "/api/patients",
         &json!({"family": family, "given": given, "family_kana": kana.0, "given_kana": kana.1,
                 "birth_date": "1958-04-01", "sex": "male", "consent": true,
                 "local_ids": [{"issuer": "1310000003", "patient_id": local}]}),
     );
-    let rid = p["id"].as_str().unwrap().to_string();
-    let c = created(
-        &r.node,
-        &r.admin,
-        &format!("/api/patients/{rid}/cards"),
-        &json!({}),
-    );
-    (rid, c["number"].as_str().unwrap().to_string())
+    let card = r.node.issue_card(&r.admin, &rid);
+    (rid, card)
 }
 
 fn checkin(r: &Region, token: &str, card: &str) {
-    created(
-        &r.node,
-        token,
-        "/api/encounters/checkin",
-        &json!({"card": card}),
-    );
+    r.node.checkin(token, card);
 }
 
 /// Three facilities' records of the test patient.
@@ -420,8 +354,7 @@ fn record(r: &Region, rid: &str) {
         &encounter(rid, "AMB", "検体採取 / specimen collection", &day(-18)),
     );
     // hospital C: a second statin while A's is active → a DetectedIssue naming A
-    let (s, v) = post(
-        n,
+    let (s, v) = n.post_json(
         &r.doctor_c,
         "/fhir/MedicationRequest",
         &prescription(
@@ -626,9 +559,11 @@ fn web_pages_in_headless_chromium() {
     // now to prescribe
     checkin(&r, &r.doctor_a, &card);
     checkin(&r, &r.tech_b, &card);
-    storescu(
+    // -xr: RLE Lossless (the ultrasound as stored) and the uncompressed syntaxes
+    storescu_as(
         &r.node,
         "MOD_C",
+        &["-xr"],
         &[
             ct(dir.path(), 1, "LOCAL-77"),
             ct(dir.path(), 2, "LOCAL-77"),

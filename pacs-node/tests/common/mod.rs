@@ -1,5 +1,6 @@
 //! Shared fixtures of the node's integration tests: a node process on free loopback ports
-//! in a temp dir, the third-party peers (DCMTK, pynetdicom), and the test corpus.
+//! in a temp dir, the third-party peers (DCMTK, pynetdicom), and the test corpus; the
+//! region's setup over the REST API is in `region.rs`.
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part
 
 use std::io::{Read, Write};
@@ -7,6 +8,10 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+mod region;
+#[allow(unused_imports)] // as dead_code above
+pub use region::validate_fhir;
 
 /// The node binary under test.
 pub const NODE: &str = env!("CARGO_BIN_EXE_pacs-node");
@@ -17,6 +22,35 @@ pub fn corpus(sub: &str) -> PathBuf {
         .unwrap()
         .join("../testdata/corpus")
         .join(sub)
+}
+
+/// A copy of the corpus file `sub` at `to`, changed by `dcmodify` with the options that
+/// `options` adds.
+pub fn modified_copy(
+    sub: &str,
+    to: &Path,
+    options: impl FnOnce(&mut Command) -> &mut Command,
+) -> PathBuf {
+    std::fs::copy(corpus(sub), to).unwrap();
+    let o = options(&mut dcmtk("dcmodify")).arg(to).output().unwrap();
+    assert!(
+        o.status.success(),
+        "dcmodify: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    to.to_path_buf()
+}
+
+/// The valid corpus and the DICOM files of the character set corpus (names in ISO 2022:
+/// Japanese, Korean...).
+pub fn corpus_with_charsets() -> Vec<PathBuf> {
+    let mut files = corpus_files("valid");
+    files.extend(
+        corpus_files("charset")
+            .into_iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "dcm")),
+    );
+    files
 }
 
 /// Every file directly in a corpus folder, sorted.
@@ -86,6 +120,17 @@ impl Node {
     /// Start a node on `data_dir` with free ports and wait until it answers.
     pub fn start(data_dir: &Path) -> Node {
         Self::start_with(data_dir, &[])
+    }
+
+    /// Start on `dir/data` with `dir/node.toml` of these config lines (and a small
+    /// free-space reserve).
+    pub fn start_with_config(dir: &Path, config: &str) -> Node {
+        let path = dir.join("node.toml");
+        std::fs::write(&path, format!("min_free_mb = 16\n{config}")).unwrap();
+        Self::start_with(
+            &dir.join("data"),
+            &["--config", path.to_str().expect("UTF-8 path")],
+        )
     }
 
     /// Start with extra `serve` arguments.
@@ -307,6 +352,61 @@ impl Node {
         )
     }
 
+    /// A raw HTTP/1.1 request with a bearer token (none: no Authorization) and extra
+    /// headers; the body of the answer with any chunked transfer coding removed.
+    pub fn request(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HttpAnswer {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\
+             Content-Length: {}\r\n",
+            self.http_port,
+            body.len()
+        );
+        if let Some(t) = token {
+            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        let end = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("end of the response head");
+        let text = String::from_utf8_lossy(&buf[..end]).to_string();
+        let mut lines = text.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let mut body = buf[end + 4..].to_vec();
+        if header(&headers, "transfer-encoding") == Some("chunked") {
+            body = dechunk_bytes(&body);
+        }
+        HttpAnswer {
+            status,
+            headers,
+            body,
+        }
+    }
+
     /// `GET /api/statistics` parsed.
     pub fn statistics(&self) -> serde_json::Value {
         let (status, body) = self.http_get("/api/statistics").unwrap();
@@ -390,6 +490,54 @@ fn dechunk(body: &str) -> String {
         }
         out.push_str(&after[..len]);
         rest = after[len..].trim_start_matches("\r\n");
+    }
+}
+
+/// An HTTP answer of [`Node::request`]: status, headers (lower-case names), body bytes.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    /// The body as JSON, or as a JSON string when it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&self.body).into_owned())
+        })
+    }
+
+    /// Every value of the header `name` (lower case), in order.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// The first value of the header `name` (lower case) among `headers`.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Remove the chunked transfer coding; fails on a malformed one.
+fn dechunk_bytes(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = b.windows(2).position(|w| w == b"\r\n").expect("chunk size");
+        let size = std::str::from_utf8(&b[..line_end]).unwrap();
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[line_end + 2..line_end + 2 + size]);
+        b = &b[line_end + 2 + size + 2..];
     }
 }
 
@@ -529,6 +677,22 @@ pub fn dcmsend_dir(node: &Node, dir: &Path) {
     assert!(
         out.status.success() || out.status.code() == Some(21),
         "dcmsend: {out:?}"
+    );
+}
+
+/// `storescu` of `files` to the node as calling AE `calling` with `options`; it must succeed.
+pub fn storescu_as(node: &Node, calling: &str, options: &[&str], files: &[PathBuf]) {
+    let o = dcmtk("storescu")
+        .args(options)
+        .args(["-aet", calling, "-aec", &node.ae_title, "127.0.0.1"])
+        .arg(node.dicom_port.to_string())
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "storescu as {calling}: {}",
+        String::from_utf8_lossy(&o.stderr)
     );
 }
 
