@@ -941,14 +941,24 @@ fn ems_summary_by_card_needs_break_glass_and_is_audited() {
     );
     assert!(ends(&section("18748-4"), "ImagingStudy", &r.study_uid));
     assert_eq!(section("85847-2").len(), 3, "A, B and C");
-    let thumb = format!("/dicom-web/studies/{}/thumbnail", r.study_uid);
+    // the crew reads the summary only: the study is listed, with no thumbnail link it
+    // could not follow (a clinician's ImagingStudy carries one, above)
     let imaging = comp["section"]
         .as_array()
         .unwrap()
         .iter()
         .find(|s| s["code"]["coding"][0]["code"] == "18748-4")
         .unwrap();
-    assert!(imaging["text"]["div"].as_str().unwrap().contains(&thumb));
+    let div = imaging["text"]["div"].as_str().unwrap();
+    assert!(div.contains("CT") && !div.contains("/thumbnail"), "{div}");
+    let study = entries
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|r| r["resourceType"] == "ImagingStudy")
+        .unwrap();
+    assert!(!study.to_string().contains("/thumbnail"), "{study}");
+    let thumb = format!("/dicom-web/studies/{}/thumbnail", r.study_uid);
+    assert_eq!(get(&r.node, &r.ems, &thumb).status, 403);
     let orgs: Vec<(String, String)> = entries
         .iter()
         .map(|e| &e["resource"])

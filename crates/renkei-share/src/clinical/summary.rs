@@ -323,7 +323,14 @@ impl Share {
             entries.push(json!({"fullUrl": full, "resource": r}));
         }
         for s in &studies {
-            let r = imaging_study_resource(s, Some(patient), base);
+            let mut r = imaging_study_resource(s, Some(patient), base);
+            if ems {
+                // a crew reads the summary only (docs/ACCESS.md): no link it could not
+                // follow; the study's modality, description, date and place stay
+                if let Some(x) = r["extension"].as_array_mut() {
+                    x.retain(|e| e["url"] != THUMBNAIL_EXT);
+                }
+            }
             let thumb = r["extension"]
                 .as_array()
                 .and_then(|x| x.iter().find(|e| e["url"] == THUMBNAIL_EXT))
@@ -336,12 +343,16 @@ impl Share {
                 .map(|f| f.name)
                 .unwrap_or(owner.clone());
             let day = s.date.map(date::day_text).unwrap_or_default();
+            let link = if thumb.is_empty() {
+                String::new()
+            } else {
+                format!(" <a href=\"{}\">thumbnail</a>", esc(&thumb))
+            };
             imaging.lines.push(format!(
-                "{} {} ({day}, {}) <a href=\"{}\">thumbnail</a>",
+                "{} {} ({day}, {}){link}",
                 esc(&s.modalities().join("/")),
                 esc(s.record.description.trim()),
                 esc(&fname),
-                esc(&thumb)
             ));
             let full = url("ImagingStudy", &s.record.study_uid);
             imaging.refs.push(full.clone());
