@@ -24,6 +24,7 @@ const LOINC: &str = "http://loinc.org";
 const JLAC10: &str = "urn:oid:1.2.392.200119.4.504";
 const YJ: &str = "urn:oid:1.2.392.100495.20.1.73";
 const ICD10: &str = "http://hl7.org/fhir/sid/icd-10";
+const REGIONAL_SYSTEM: &str = "http://renkei.invalid/fhir/sid/regional-patient-id";
 
 /// One HTTP/1.1 request of a FHIR body with a bearer token and extra headers.
 fn request(
@@ -875,6 +876,83 @@ fn scenario_three_facilities_timeline_and_duplicate_warnings() {
 }
 
 #[test]
+fn patient_search_by_identifier_goes_through_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = build(dir.path());
+    let p = r.patient.clone();
+    let da = r.doctor_a.clone();
+    let found = |r: &mut Record, token: &str, query: &str| -> Vec<String> {
+        let a = get(&r.node, token, &format!("/fhir/Patient?{query}"));
+        assert_eq!(a.status, 200, "{query}: {}", a.json());
+        let b = a.json();
+        assert_eq!(b["type"], "searchset", "{b}");
+        r.keep(&format!("Patient search {query}"), &b);
+        ids_of(&b, "Patient")
+    };
+    // the regional ID on the card, with or without its system, or as _id
+    assert_eq!(
+        found(&mut r, &da, &format!("identifier={REGIONAL_SYSTEM}|{p}")),
+        [p.as_str()]
+    );
+    assert_eq!(found(&mut r, &da, &format!("identifier={p}")), [p.as_str()]);
+    assert_eq!(found(&mut r, &da, &format!("_id={p}")), [p.as_str()]);
+    // clinic A's own local ID, bare (the reader's facility) or with A's system as the
+    // Patient resource names it
+    assert_eq!(found(&mut r, &da, "identifier=A-100"), [p.as_str()]);
+    let pat = get(&r.node, &da, &format!("/fhir/Patient/{p}")).json();
+    let system = pat["identifier"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["value"] == "A-100")
+        .and_then(|i| i["system"].as_str())
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        found(&mut r, &da, &format!("identifier={system}|A-100")),
+        [p.as_str()]
+    );
+    // B's local ID is not A's: bare, it names nobody at A
+    assert!(found(&mut r, &da, "identifier=B-200").is_empty());
+    assert!(found(&mut r, &da, "identifier=A-999").is_empty());
+    // hospital D has no relationship: the match is withheld, with the reason
+    let a = get(
+        &r.node,
+        &r.doctor_d,
+        &format!("/fhir/Patient?identifier={p}"),
+    );
+    assert_eq!(a.status, 200);
+    let b = a.json();
+    assert_eq!(b["total"], 0, "{b}");
+    assert!(ids_of(&b, "Patient").is_empty());
+    assert!(b.to_string().contains("not shown"), "{b}");
+    r.keep("Patient search withheld", &b);
+    // no browsing the regional index by name; a bad system or an empty value is a 400
+    for bad in [
+        "name=佐藤".to_string(),
+        "birthdate=1958-10-10".to_string(),
+        "identifier=urn:other|A-100".to_string(),
+        "identifier=".to_string(),
+        format!("identifier={p}&identifier=A-100"),
+    ] {
+        let a = get(&r.node, &da, &format!("/fhir/Patient?{bad}"));
+        assert_eq!(a.status, 400, "{bad}: {}", a.json());
+        assert_eq!(a.json()["resourceType"], "OperationOutcome");
+    }
+    // one audit record per search, the denied one too
+    let trail = get(&r.node, &r.admin, &format!("/api/audit?patient={p}")).json();
+    let searches: Vec<bool> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "FHIR search Patient")
+        .map(|e| e["allowed"].as_bool().unwrap())
+        .collect();
+    assert_eq!(searches, [true, true, true, true, true, false], "{trail}");
+    validate(dir.path(), &r.seen);
+}
+
+#[test]
 fn ems_summary_by_card_needs_break_glass_and_is_audited() {
     let dir = tempfile::tempdir().unwrap();
     let r = build(dir.path());
@@ -1143,7 +1221,12 @@ fn every_returned_resource_validates_and_the_capability_statement_is_exact() {
                     } else {
                         dc.clone()
                     };
-                    let a = get(&r.node, &token, &format!("/fhir/{t}?patient={p}"));
+                    let query = if t == "Patient" {
+                        format!("identifier={REGIONAL_SYSTEM}|{p}")
+                    } else {
+                        format!("patient={p}")
+                    };
+                    let a = get(&r.node, &token, &format!("/fhir/{t}?{query}"));
                     (a.status, a.json())
                 }
                 "update" => {

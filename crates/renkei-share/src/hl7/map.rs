@@ -27,8 +27,7 @@ use serde_json::{json, Map, Value};
 
 use super::parse::{Location, Message, Rep, Segment};
 
-/// Identifier system of regional patient IDs (as `renkei-web`'s FHIR Patient).
-pub const REGIONAL_ID_SYSTEM: &str = "http://renkei.invalid/fhir/sid/regional-patient-id";
+pub use crate::clinical::REGIONAL_ID_SYSTEM;
 /// JP Core: patient IDs of a medical institution, followed by its 10-digit code.
 const JP_LOCAL_ID_OID: &str = "urn:oid:1.2.392.100495.20.3.51.1";
 /// Local IDs of any other issuer.

@@ -102,8 +102,15 @@ pub fn capability_statement() -> Value {
     let mut resources = vec![{
         let mut p = resource(
             "Patient",
-            &["read", "create"],
-            Vec::new(),
+            &["read", "search-type", "create"],
+            vec![
+                param(
+                    "identifier",
+                    "token",
+                    "exactly one: [system|]value; the regional ID system or a local ID's; without a system a regional ID, else a local ID of the reader's facility",
+                ),
+                param("_id", "token", "a regional ID"),
+            ],
             "create enrols a patient (the node assigns the regional ID; consent extension required); $everything and $summary (also Patient/$summary?card=NUMBER)",
         );
         p["operation"] = json!([

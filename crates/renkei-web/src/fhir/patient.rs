@@ -20,6 +20,7 @@ use super::bundle::{base_url, everything_params, searchset, Params};
 use super::{blocking_fhir, fhir, FhirError, REGIONAL_ID_SYSTEM};
 use crate::auth::{actor, blocking};
 use crate::{ApiError, AppState};
+use renkei_share::clinical::SearchPage;
 
 pub use renkei_share::clinical::{local_identifier, patient_resource};
 
@@ -153,8 +154,18 @@ pub(crate) fn read_patient_checked(
     p: &Principal,
     id: &str,
 ) -> Result<RegionalPatient, ShareError> {
-    let a = actor(p);
     let pat = share.patient(id)?;
+    check_patient(share, p, pat, "FHIR read Patient")
+}
+
+/// The policy's answer for reading `pat` (category demographics), audited as `action`.
+fn check_patient(
+    share: &Share,
+    p: &Principal,
+    pat: RegionalPatient,
+    action: &str,
+) -> Result<RegionalPatient, ShareError> {
+    let a = actor(p);
     let own = match a.facility() {
         Some(f) => share.is_facility_patient(f, &pat.id)?,
         None => false,
@@ -167,7 +178,7 @@ pub(crate) fn read_patient_checked(
             category: Category::Demographics,
         },
     )?;
-    let mut e = a.audit("FHIR read Patient", AuditEvent::PatientRecord, &pat.id);
+    let mut e = a.audit(action, AuditEvent::PatientRecord, &pat.id);
     e.allowed = d.allowed;
     e.break_glass = d.break_glass;
     e.detail = d.reason.to_string();
@@ -204,6 +215,147 @@ pub(crate) async fn read(
     })
     .await?;
     Ok(fhir(StatusCode::OK, patient_resource(&pat, &links)))
+}
+
+/// `GET /fhir/Patient?identifier=[system|]value` (or `_id=`): the one patient an
+/// identifier names, for systems that know a patient by the regional ID on the card or by
+/// their own local ID. `system` is the regional ID system, or a local ID's (`urn:renkei:
+/// issuer:…`, JP Core's `urn:oid:1.2.392.100495.20.3.51.1…`); without one, a value is a
+/// regional ID when it is one, else a local ID of the reader's facility (its code or an
+/// issuer it declared). No name or birth-date search: the regional index is not a
+/// directory to browse. The match goes through the policy like a read (one audit record);
+/// a patient the reader may not see is withheld with the reason.
+pub(crate) async fn search(
+    st: AppState,
+    p: Principal,
+    q: Params,
+    headers: HeaderMap,
+) -> Result<Response, FhirError> {
+    if let Some((k, _)) =
+        q.0.iter()
+            .find(|(k, _)| !matches!(k.as_str(), "identifier" | "_id" | "_count"))
+    {
+        return Err(FhirError::bad_request(format!(
+            "Patient search takes identifier=[system|]value or _id=<regional ID>, not {k}"
+        )));
+    }
+    let token = match (q.all("identifier").as_slice(), q.all("_id").as_slice()) {
+        ([one], []) => Token::Identifier(one.to_string()),
+        ([], [one]) => Token::Id(one.to_string()),
+        _ => {
+            return Err(FhirError::bad_request(
+                "name one patient: identifier=[system|]value, or _id=<regional ID>",
+            ))
+        }
+    };
+    let base = base_url(&headers);
+    let share = st.share.clone();
+    let page = blocking(move || {
+        let mut page = SearchPage::default();
+        let found = match &token {
+            Token::Id(id) => Some(share.patient(id)).transpose_not_found()?,
+            Token::Identifier(t) => patient_by_identifier(&share, &p, t)?,
+        };
+        let Some(pat) = found else {
+            let mut e = actor(&p).audit("FHIR search Patient", AuditEvent::PatientRecord, "");
+            e.detail = "no match".into();
+            share.audit_read(e)?;
+            return Ok(page);
+        };
+        match check_patient(&share, &p, pat, "FHIR search Patient") {
+            Ok(pat) => {
+                let links = share.links(&pat.id)?;
+                page.total = 1;
+                page.resources.push(patient_resource(&pat, &links));
+            }
+            Err(ShareError::Forbidden(why)) => page.withheld = Some(why),
+            Err(e) => return Err(e),
+        }
+        Ok(page)
+    })
+    .await?;
+    Ok(fhir(
+        StatusCode::OK,
+        searchset(
+            &base,
+            "/fhir/Patient",
+            &q,
+            |k| matches!(k, "identifier" | "_id"),
+            &page,
+            0,
+            1,
+        ),
+    ))
+}
+
+enum Token {
+    Identifier(String),
+    Id(String),
+}
+
+/// `Ok(None)` for an unknown patient, other errors as they are.
+trait NotFoundIsNone<T> {
+    fn transpose_not_found(self) -> Result<Option<T>, ShareError>;
+}
+
+impl<T> NotFoundIsNone<T> for Option<Result<T, ShareError>> {
+    fn transpose_not_found(self) -> Result<Option<T>, ShareError> {
+        match self {
+            None | Some(Err(ShareError::NotFound(_))) => Ok(None),
+            Some(Ok(v)) => Ok(Some(v)),
+            Some(Err(e)) => Err(e),
+        }
+    }
+}
+
+/// The patient an identifier token names (see [`search`]).
+fn patient_by_identifier(
+    share: &Share,
+    p: &Principal,
+    token: &str,
+) -> Result<Option<RegionalPatient>, ShareError> {
+    let (system, value) = match token.split_once('|') {
+        Some((s, v)) => (Some(s), v),
+        None => (None, token),
+    };
+    if value.is_empty() {
+        return Err(ShareError::BadRequest(
+            "identifier: the value is empty".into(),
+        ));
+    }
+    let by_local = |issuers: Vec<String>| -> Result<Option<RegionalPatient>, ShareError> {
+        for issuer in issuers {
+            let key = renkei_model::PatientKey {
+                issuer,
+                patient_id: value.to_string(),
+            };
+            if let Some(pat) = share.regional_for(&key)? {
+                return Ok(Some(pat));
+            }
+        }
+        Ok(None)
+    };
+    match system {
+        Some(REGIONAL_ID_SYSTEM) => Some(share.patient(value)).transpose_not_found(),
+        Some(s) => match issuer_of_system(s) {
+            Some(issuer) => by_local(vec![issuer]),
+            None => Err(ShareError::BadRequest(format!(
+                "identifier system {s:?} is not one of this node's: {REGIONAL_ID_SYSTEM}, \
+                 {ISSUER_SYSTEM}<issuer>, {JP_LOCAL_ID_OID}<institution code>"
+            ))),
+        },
+        None if renkei_share::ids::is_regional_id(value) => {
+            Some(share.patient(value)).transpose_not_found()
+        }
+        None => match p.facility.as_deref().and_then(|f| share.facility(f)) {
+            Some(f) => {
+                let mut issuers = vec![f.code.clone()];
+                issuers.extend(f.issuers);
+                by_local(issuers)
+            }
+            None => Ok(None),
+        },
+    }
 }
 
 enum SummaryOf {

@@ -71,10 +71,11 @@ pub(crate) async fn search_type(
                 searchset(&base, "/fhir/Organization", &q, |_| false, &page, 0, n),
             ));
         }
-        "Patient" | "Binary" => {
-            return Err(not_supported(format!(
-                "{t} search is not supported: read {t}/{{id}} (a patient by card: Patient/$summary?card=)"
-            )))
+        "Patient" => return patient::search(st, p, q, headers).await,
+        "Binary" => {
+            return Err(not_supported(
+                "Binary search is not supported: read Binary/{id} (the URL of an attachment)",
+            ))
         }
         _ => {}
     }
