@@ -109,6 +109,8 @@ pub struct Share {
     facilities: RwLock<FacilityMap>,
     /// Serialises changes and appends to the audit chain; holds the chain's end.
     writer: Mutex<ChainHead>,
+    /// HL7 messages being imported (a resend waits for the first: `hl7` module docs).
+    hl7_in_flight: hl7::InFlight,
 }
 
 impl std::fmt::Debug for Share {
@@ -139,6 +141,7 @@ impl Share {
             config,
             facilities: RwLock::new(map),
             writer: Mutex::new(head),
+            hl7_in_flight: hl7::InFlight::default(),
         })
     }
 

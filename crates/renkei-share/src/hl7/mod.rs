@@ -43,6 +43,8 @@
 //! SHA-256 of its bytes; the same bytes again are answered as the first time (the same code
 //! and resources, a warning ERR and [`Ack::duplicate_of`]) and nothing is recorded twice.
 //! Different bytes under a used MSH-10 (a sender whose counter wrapped) are a new message.
+//! A resend that arrives while the first is still being recorded (a sender whose ACK
+//! timeout is shorter than the import) waits for it ([`InFlight`]), then finds its receipt.
 //! The receipt is written after the resources, so a crash between the two lets one resend
 //! through again.
 
@@ -50,6 +52,9 @@ pub mod ack;
 pub mod encoding;
 pub mod map;
 pub mod parse;
+
+use std::collections::HashSet;
+use std::sync::{Condvar, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -87,6 +92,47 @@ pub struct Receipt {
     pub patient: Option<String>,
 }
 
+/// The messages being imported, by (facility, MSH-10): the second of two at once waits for
+/// the first to be recorded and its receipt written (module docs).
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    keys: Mutex<HashSet<(String, String)>>,
+    done: Condvar,
+}
+
+impl InFlight {
+    fn claim(&self, facility: &str, control_id: &str) -> Claim<'_> {
+        let key = (facility.to_string(), control_id.to_string());
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        while keys.contains(&key) {
+            keys = self.done.wait(keys).unwrap_or_else(|p| p.into_inner());
+        }
+        keys.insert(key.clone());
+        Claim {
+            in_flight: self,
+            key,
+        }
+    }
+}
+
+/// A message's place in [`InFlight`], given up when dropped.
+pub(crate) struct Claim<'a> {
+    in_flight: &'a InFlight,
+    key: (String, String),
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut keys = self
+            .in_flight
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        keys.remove(&self.key);
+        self.in_flight.done.notify_all();
+    }
+}
+
 impl Share {
     /// Import one HL7 v2 message as `actor` (module docs), and answer it.
     pub fn import_hl7(&self, actor: &Actor, message: &[u8]) -> Ack {
@@ -94,8 +140,11 @@ impl Share {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let ack = self.import_one(actor, message, &sha256);
+        // held until the receipt is written with the audit record
+        let mut claim = None;
+        let ack = self.import_one(actor, message, &sha256, &mut claim);
         self.audit_import(actor, &ack, &sha256);
+        drop(claim);
         ack
     }
 
@@ -143,7 +192,13 @@ impl Share {
             .find_map(|c| self.facility_of_issuer(c))
     }
 
-    fn import_one(&self, actor: &Actor, bytes: &[u8], sha256: &str) -> Ack {
+    fn import_one<'s>(
+        &'s self,
+        actor: &Actor,
+        bytes: &[u8],
+        sha256: &str,
+        claim: &mut Option<Claim<'s>>,
+    ) -> Ack {
         let node = self.config().node_name.clone();
         let msg = match Message::parse(bytes) {
             Ok(m) => m,
@@ -207,7 +262,10 @@ impl Share {
             Err(text) => return reject(ack, Issue::error(Location::field("MSH", 1, 4), 207, text)),
         };
         // only after the caller is known to act for the facility: a resend is answered
-        // with what the first one recorded
+        // with what the first one recorded (waiting for it when it is still being recorded)
+        if !h.control_id.is_empty() {
+            *claim = Some(self.hl7_in_flight.claim(&facility, &h.control_id));
+        }
         if let Some(r) = self.receipt(&facility, &h.control_id) {
             if r.sha256 == sha256 {
                 return answer_resend(ack, r);
@@ -764,6 +822,19 @@ OBX|1|NM|3D046000001920402^HbA1c^JC10||6.8|%^%^UCUM|4.6-6.2|H|||F";
         assert!(other_value.duplicate_of.is_none());
         assert_ne!(other_value.created, first.created);
         assert_eq!(observations(&share), 2);
+
+        // four copies at once (an impatient sender): one is recorded, three wait for it
+        let burst = ORU.replace("M1|", "M3|").replace("||6.8|", "||6.9|");
+        let acks: Vec<Ack> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| share.import_hl7(&user_a, &msg("1310000001", &burst))))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(acks.iter().all(|a| a.code == AckCode::AA), "{acks:?}");
+        assert_eq!(acks.iter().filter(|a| a.duplicate_of.is_none()).count(), 1);
+        assert!(acks.iter().all(|a| a.created == acks[0].created));
+        assert_eq!(observations(&share), 3);
 
         // a message that recorded nothing leaves no receipt: fixed and resent, it counts
         let unlinked = ORU
