@@ -268,11 +268,14 @@ start_renkei() {
   NODE_PID=$!
   wait_port "$NODE_PORT" "$NODE_PID" && wait_port "$NODE_HTTP" "$NODE_PID" \
     || { log "pacs-node did not come up"; tail -20 "$1/node.log" >&2; return 1; }
-  AET=RENKEI; PORT=$NODE_PORT; RPID=$NODE_PID
+  AET=RENKEI; PORT=$NODE_PORT; RPID=$NODE_PID; NODE_RUN_DATA=$1/data
 }
 count_renkei() {
-  curl -s --max-time 10 "http://127.0.0.1:$NODE_HTTP/api/statistics" | tr -d ' \n' |
-    sed -n 's/.*"instances":\([0-9][0-9]*\).*/\1/p'
+  # every HTTP route but /healthz takes a bearer token: the first start wrote the admin's
+  local token
+  token=$(tr -d ' \r\n' <"$NODE_RUN_DATA/admin.token" 2>/dev/null)
+  curl -s --max-time 10 -H "Authorization: Bearer $token" "http://127.0.0.1:$NODE_HTTP/api/statistics" |
+    tr -d ' \n' | sed -n 's/.*"instances":\([0-9][0-9]*\).*/\1/p'
 }
 stop_renkei() { stop_node; }
 
