@@ -250,6 +250,13 @@ fn import_of_the_test_directory_reports_each_message_and_creates_the_resources()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     assert_eq!(again.len(), 9, "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "0 resource(s) created; 6 resend(s) of messages recorded before, not recorded again"
+        ),
+        "{}",
+        text(&out)
+    );
     for a in &again {
         let id = a["control_id"].as_str().unwrap_or_default();
         let first = by_id[id];

@@ -136,6 +136,8 @@ struct Tally {
     ae: u64,
     ar: u64,
     created: u64,
+    /// Messages the node had recorded before (resends): answered, nothing created.
+    resends: u64,
     failed_files: u64,
 }
 
@@ -203,13 +205,21 @@ fn hl7(args: &Hl7Args) -> anyhow::Result<ExitCode> {
     }
     progress.finish_and_clear();
     eprintln!(
-        "{} message(s) in {} file(s): {} accepted (AA), {} with errors (AE), {} rejected (AR); {} resource(s) created{}{}",
+        "{} message(s) in {} file(s): {} accepted (AA), {} with errors (AE), {} rejected (AR); {} resource(s) created{}{}{}",
         tally.messages,
         tally.files,
         tally.aa,
         tally.ae,
         tally.ar,
         tally.created,
+        if tally.resends > 0 {
+            format!(
+                "; {} resend(s) of messages recorded before, not recorded again",
+                tally.resends
+            )
+        } else {
+            String::new()
+        },
         if tally.failed_files > 0 {
             format!("; {} file(s) failed", tally.failed_files)
         } else {
@@ -283,7 +293,11 @@ fn send_file(
             "AE" => tally.ae += 1,
             _ => tally.ar += 1,
         }
-        tally.created += ack["created"].as_array().map_or(0, |a| a.len() as u64);
+        if ack["duplicate_of"].is_string() {
+            tally.resends += 1;
+        } else {
+            tally.created += ack["created"].as_array().map_or(0, |a| a.len() as u64);
+        }
         let lines = if json {
             let mut v = ack.clone();
             v["file"] = Value::String(file.display().to_string());
