@@ -19,7 +19,7 @@
 //! | `share` | `D` resource type, id | current version of a clinical resource (`clinical::store`) |
 //! | `share` | `V` resource type, id, version (10 digits) | an earlier version |
 //! | `share` | `P` regional ID, resource type, date (14 digits, UTC), id | timeline row with the search keys |
-//! | `share` | `M` facility code, MSH-10 | [`Receipt`](crate::hl7::Receipt) of an HL7 message that was recorded |
+//! | `share` | `M` facility code, MSH-3, MSH-10 | [`Receipt`](crate::hl7::Receipt) of an HL7 message that was recorded |
 //! | `audit` | `s` seq (u64 BE) | [`AuditRecord`](crate::audit::AuditRecord) |
 //! | `audit` | `h` | the chain head: seq (u64 BE) and SHA-256 of the last record |
 //! | `audit` | `p` patient, seq (u64 BE) | empty (audit by patient) |
@@ -63,8 +63,8 @@ pub const CLINICAL_VERSION: u8 = b'V';
 /// Clinical timeline (patient, type, date, id).
 pub const CLINICAL_TIMELINE: u8 = b'P';
 
-/// HL7 messages recorded, by sending facility and MSH-10 (resends are answered, not
-/// recorded again).
+/// HL7 messages recorded, by sending facility, application and MSH-10 (resends are
+/// answered, not recorded again).
 pub const HL7_RECEIPT: u8 = b'M';
 /// Audit records by sequence number.
 pub const AUDIT_RECORD: u8 = b's';

@@ -309,7 +309,7 @@ struct PreparedCreate {
     blobs: Vec<(usize, String, usize)>,
 }
 
-fn writer_facility(actor: &Actor) -> Result<String> {
+pub(crate) fn writer_facility(actor: &Actor) -> Result<String> {
     match actor {
         Actor::User(p) if p.role.is_clinical() => p
             .facility

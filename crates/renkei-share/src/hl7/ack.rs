@@ -124,6 +124,11 @@ impl Ack {
         }
     }
 
+    /// MSH-3 of the message answered.
+    pub fn sending_application(&self) -> &str {
+        &self.header.sending_application
+    }
+
     /// Answer with `code` because of `issues` (MSA-3 is the first one's text).
     pub fn fail(mut self, code: AckCode, issues: Vec<Issue>) -> Ack {
         self.code = code;

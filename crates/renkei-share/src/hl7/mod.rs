@@ -26,7 +26,8 @@
 //!    (AE 204: a wrong link is worse than a missing one);
 //! 6. every resource is mapped first, every problem reported (AE, nothing stored); then
 //!    each is created in turn. A store failure stops there: MSA-3 says how many were
-//!    created (the receipt keeps a resend of the same bytes from recording them again).
+//!    created, and its receipt is marked incomplete: a resend of the same bytes creates the
+//!    rest, not those again.
 //!
 //! ADT^A08: the regional patient index has no demographics update (identity.rs offers
 //! enrolment, links and merges only), so the Patient is mapped and checked, returned in
@@ -39,7 +40,7 @@
 //! Resends: an interface engine that misses an ACK (a timeout, a dropped MLLP connection)
 //! sends the message again with the same MSH-10, which identifies a message for its sender
 //! (HL7 v2.5 §2.14.9.10), and a site re-running an SS-MIX2 export sends whole trees again.
-//! A message that recorded something leaves a [`Receipt`] under (facility, MSH-10) with the
+//! A message that recorded something leaves a [`Receipt`] under (facility, MSH-3, MSH-10) with the
 //! SHA-256 of its bytes; the same bytes again are answered as the first time (the same code
 //! and resources, a warning ERR and [`Ack::duplicate_of`]) and nothing is recorded twice.
 //! Different bytes under a used MSH-10 (a sender whose counter wrapped) are a new message.
@@ -80,6 +81,9 @@ pub struct Receipt {
     pub sha256: String,
     /// When it was received, µs since the epoch.
     pub received_us: u64,
+    /// Everything it mapped was recorded (AA). A message cut short by a store failure
+    /// (AE after some resources) is finished by its resend instead of answered.
+    pub complete: bool,
     /// MSA-1 it was answered with.
     pub code: AckCode,
     /// MSA-3.
@@ -96,13 +100,20 @@ pub struct Receipt {
 /// the first to be recorded and its receipt written (module docs).
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
-    keys: Mutex<HashSet<(String, String)>>,
+    keys: Mutex<HashSet<(String, String, String)>>,
     done: Condvar,
 }
 
+/// Who sent a message: (facility, MSH-3 sending application, MSH-10 control ID).
+type Sender<'a> = (&'a str, &'a str, &'a str);
+
 impl InFlight {
-    fn claim(&self, facility: &str, control_id: &str) -> Claim<'_> {
-        let key = (facility.to_string(), control_id.to_string());
+    fn claim(&self, (facility, app, control_id): Sender<'_>) -> Claim<'_> {
+        let key = (
+            facility.to_string(),
+            app.to_string(),
+            control_id.to_string(),
+        );
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         while keys.contains(&key) {
             keys = self.done.wait(keys).unwrap_or_else(|p| p.into_inner());
@@ -118,7 +129,7 @@ impl InFlight {
 /// A message's place in [`InFlight`], given up when dropped.
 pub(crate) struct Claim<'a> {
     in_flight: &'a InFlight,
-    key: (String, String),
+    key: (String, String, String),
 }
 
 impl Drop for Claim<'_> {
@@ -263,13 +274,29 @@ impl Share {
         };
         // only after the caller is known to act for the facility: a resend is answered
         // with what the first one recorded (waiting for it when it is still being recorded)
+        let sender = (
+            facility.as_str(),
+            h.sending_application.as_str(),
+            h.control_id.as_str(),
+        );
         if !h.control_id.is_empty() {
-            *claim = Some(self.hl7_in_flight.claim(&facility, &h.control_id));
+            *claim = Some(self.hl7_in_flight.claim(sender));
         }
-        if let Some(r) = self.receipt(&facility, &h.control_id) {
-            if r.sha256 == sha256 {
+        // a receipt of a message cut short by a store failure: the resend finishes it
+        let mut resume: Option<Receipt> = None;
+        if let Some(r) = self.receipt(sender).filter(|r| r.sha256 == sha256) {
+            // the caller must be one who could have recorded it (a facility administrator
+            // acts for the facility but does not write clinical data)
+            if let Err(e) = crate::clinical::writer_facility(&acting) {
+                return reject(
+                    ack,
+                    Issue::error(Location::field("MSH", 1, 4), 207, e.to_string()),
+                );
+            }
+            if r.complete {
                 return answer_resend(ack, r);
             }
+            resume = Some(r);
         }
         let error = |ack: Ack, i: Issue| ack.fail(AckCode::AE, vec![i]);
         let Some(pid) = msg.first("PID") else {
@@ -363,7 +390,18 @@ impl Share {
             Err(issues) => return ack.fail(AckCode::AE, issues),
         };
         let total = mapped.len();
-        for m in mapped {
+        // mapping is deterministic: the first resources of a resumed message are the ones
+        // its first copy created
+        let done_before = match resume {
+            Some(r) => {
+                let n = r.created.len();
+                ack.created = r.created;
+                ack.detected_issues = r.detected_issues;
+                n
+            }
+            None => 0,
+        };
+        for m in mapped.into_iter().skip(done_before) {
             match self.create_resource(&acting, m.resource) {
                 Ok(created) => {
                     ack.created.push(reference(&created.resource));
@@ -448,12 +486,13 @@ impl Share {
         Ok(None)
     }
 
-    /// The receipt of a message recorded before, if any.
-    fn receipt(&self, facility: &str, control_id: &str) -> Option<Receipt> {
+    /// The receipt of a message recorded before, if any: by (facility, MSH-3, MSH-10), since
+    /// MSH-10 is unique per sending application (HL7 v2.5 §2.14.9.10).
+    fn receipt(&self, (facility, app, control_id): Sender<'_>) -> Option<Receipt> {
         if control_id.is_empty() {
             return None;
         }
-        let key = keys::text_key(keys::HL7_RECEIPT, &[facility, control_id]);
+        let key = keys::text_key(keys::HL7_RECEIPT, &[facility, app, control_id]);
         self.get(&key).unwrap_or_else(|e| {
             // a receipt that cannot be read must not stop the message: worst case a resend
             // is recorded twice, which the duplicate checks then flag
@@ -490,10 +529,14 @@ impl Share {
         };
         let result = match (&ack.facility, &ack.duplicate_of) {
             (Some(facility), None) if !ack.created.is_empty() && !ack.control_id.is_empty() => {
-                let key = keys::text_key(keys::HL7_RECEIPT, &[facility, &ack.control_id]);
+                let key = keys::text_key(
+                    keys::HL7_RECEIPT,
+                    &[facility, ack.sending_application(), &ack.control_id],
+                );
                 let receipt = Receipt {
                     sha256: sha256.to_string(),
                     received_us: now_us(),
+                    complete: ack.code == AckCode::AA,
                     code: ack.code,
                     text: ack.text.clone(),
                     created: ack.created.clone(),
@@ -836,6 +879,62 @@ OBX|1|NM|3D046000001920402^HbA1c^JC10||6.8|%^%^UCUM|4.6-6.2|H|||F";
         assert!(acks.iter().all(|a| a.created == acks[0].created));
         assert_eq!(observations(&share), 3);
 
+        // a facility administrator acts for the facility but does not record clinical
+        // data: a resend gets no answer it could not have had
+        let fa = principal(Role::FacilityAdmin, Some("1310000001"));
+        let refused = share.import_hl7(&fa, &msg("1310000001", ORU));
+        assert_eq!(refused.code, AckCode::AR, "{refused:?}");
+        assert!(refused.created.is_empty() && refused.duplicate_of.is_none());
+
+        // a message cut short by a store failure after its first resource: the receipt
+        // says so, and the resend records the rest instead of answering the old AE
+        let two = format!(
+            "{}\nOBX|2|NM|3D010000001926101^Glucose^JC10||131|mg/dL^mg/dL^UCUM|73-109|H|||F",
+            ORU.replace("M1|", "M4|")
+        );
+        let bytes = msg("1310000001", &two);
+        let cut = Receipt {
+            sha256: Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            received_us: now_us(),
+            complete: false,
+            code: AckCode::AE,
+            text: "store failed (1 of 2 resources were created before it)".into(),
+            created: vec!["Observation/first".into()],
+            detected_issues: vec![],
+            patient: Some(rid.clone()),
+        };
+        let key = keys::text_key(keys::HL7_RECEIPT, &["1310000001", "HIS", "M4"]);
+        share
+            .transact(|tx| {
+                tx.put(&key, &cut)?;
+                Ok((
+                    (),
+                    principal(Role::RegionalAdmin, None).audit(
+                        "test",
+                        AuditEvent::PatientRecord,
+                        "",
+                    ),
+                ))
+            })
+            .unwrap();
+        let before = observations(&share);
+        let finished = share.import_hl7(&user_a, &bytes);
+        assert_eq!(finished.code, AckCode::AA, "{finished:?}");
+        assert!(finished.duplicate_of.is_none());
+        assert_eq!(finished.created.len(), 2, "{finished:?}");
+        assert_eq!(finished.created[0], "Observation/first");
+        assert_eq!(
+            observations(&share),
+            before + 1,
+            "only the second OBX was recorded"
+        );
+        let again = share.import_hl7(&user_a, &bytes);
+        assert!(again.duplicate_of.is_some(), "now complete: {again:?}");
+        assert_eq!(again.created, finished.created);
+
         // a message that recorded nothing leaves no receipt: fixed and resent, it counts
         let unlinked = ORU
             .replace("M1|", "M2|")
@@ -846,7 +945,7 @@ OBX|1|NM|3D046000001920402^HbA1c^JC10||6.8|%^%^UCUM|4.6-6.2|H|||F";
                 .code,
             AckCode::AE
         );
-        assert!(share.receipt("1310000001", "M2").is_none());
+        assert!(share.receipt(("1310000001", "HIS", "M2")).is_none());
     }
 
     #[test]
