@@ -912,8 +912,16 @@ fn patient_search_by_identifier_goes_through_the_policy() {
         found(&mut r, &da, &format!("identifier={system}|A-100")),
         [p.as_str()]
     );
-    // B's local ID is not A's: bare, it names nobody at A
+    // B's local ID is not A's: bare it names nobody at A, and with B's system A may not
+    // walk B's numbers (only its own)
     assert!(found(&mut r, &da, "identifier=B-200").is_empty());
+    let b_system = system.replace(A, B);
+    assert!(found(&mut r, &da, &format!("identifier={b_system}|B-200")).is_empty());
+    let tb = r.tech_b.clone();
+    assert_eq!(
+        found(&mut r, &tb, &format!("identifier={b_system}|B-200")),
+        [p.as_str()]
+    );
     assert!(found(&mut r, &da, "identifier=A-999").is_empty());
     // hospital D has no relationship: the match is withheld, with the reason
     let a = get(
@@ -948,7 +956,11 @@ fn patient_search_by_identifier_goes_through_the_policy() {
         .filter(|e| e["action"] == "FHIR search Patient")
         .map(|e| e["allowed"].as_bool().unwrap())
         .collect();
-    assert_eq!(searches, [true, true, true, true, true, false], "{trail}");
+    assert_eq!(
+        searches,
+        [true, true, true, true, true, true, false],
+        "{trail}"
+    );
     validate(dir.path(), &r.seen);
 }
 
@@ -1034,7 +1046,10 @@ fn ems_summary_by_card_needs_break_glass_and_is_audited() {
         .map(|e| &e["resource"])
         .find(|r| r["resourceType"] == "ImagingStudy")
         .unwrap();
-    assert!(!study.to_string().contains("/thumbnail"), "{study}");
+    assert!(!study.to_string().contains("/dicom-web"), "{study}");
+    assert!(study
+        .get("extension")
+        .is_none_or(|x| x.as_array().is_some_and(|a| !a.is_empty())));
     let thumb = format!("/dicom-web/studies/{}/thumbnail", r.study_uid);
     assert_eq!(get(&r.node, &r.ems, &thumb).status, 403);
     let orgs: Vec<(String, String)> = entries

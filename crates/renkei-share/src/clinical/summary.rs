@@ -327,8 +327,17 @@ impl Share {
             if ems {
                 // a crew reads the summary only (docs/ACCESS.md): no link it could not
                 // follow; the study's modality, description, date and place stay
-                if let Some(x) = r["extension"].as_array_mut() {
-                    x.retain(|e| e["url"] != THUMBNAIL_EXT);
+                if let Some(o) = r.as_object_mut() {
+                    // nor the DICOMweb endpoint (the contained Endpoint is its only content)
+                    o.remove("endpoint");
+                    o.remove("contained");
+                    if let Some(Value::Array(x)) = o.get_mut("extension") {
+                        x.retain(|e| e["url"] != THUMBNAIL_EXT);
+                        if x.is_empty() {
+                            // FHIR JSON has no empty arrays
+                            o.remove("extension");
+                        }
+                    }
                 }
             }
             let thumb = r["extension"]

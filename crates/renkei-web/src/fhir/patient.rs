@@ -220,9 +220,10 @@ pub(crate) async fn read(
 /// `GET /fhir/Patient?identifier=[system|]value` (or `_id=`): the one patient an
 /// identifier names, for systems that know a patient by the regional ID on the card or by
 /// their own local ID. `system` is the regional ID system, or a local ID's (`urn:renkei:
-/// issuer:…`, JP Core's `urn:oid:1.2.392.100495.20.3.51.1…`); without one, a value is a
-/// regional ID when it is one, else a local ID of the reader's facility (its code or an
-/// issuer it declared). No name or birth-date search: the regional index is not a
+/// issuer:…`, JP Core's `urn:oid:1.2.392.100495.20.3.51.1…`) of the reader's own facility
+/// (another facility's local IDs match nothing); without one, a value is a regional ID
+/// when it is one, else a local ID of the reader's facility (its code or an issuer it
+/// declared). No name or birth-date search: the regional index is not a
 /// directory to browse. The match goes through the policy like a read (one audit record);
 /// a patient the reader may not see is withheld with the reason.
 pub(crate) async fn search(
@@ -257,8 +258,12 @@ pub(crate) async fn search(
             Token::Identifier(t) => patient_by_identifier(&share, &p, t)?,
         };
         let Some(pat) = found else {
+            // the identifier asked for, so that probing shows in the trail
             let mut e = actor(&p).audit("FHIR search Patient", AuditEvent::PatientRecord, "");
-            e.detail = "no match".into();
+            e.detail = match &token {
+                Token::Id(id) => format!("no match for _id {id}"),
+                Token::Identifier(t) => format!("no match for identifier {t}"),
+            };
             share.audit_read(e)?;
             return Ok(page);
         };
@@ -308,6 +313,13 @@ impl<T> NotFoundIsNone<T> for Option<Result<T, ShareError>> {
     }
 }
 
+/// Whether `p` may look patients up by this issuer's local IDs: its own facility's (its
+/// code or a declared issuer), or any for the regional administrator.
+fn own_issuer(share: &Share, p: &Principal, issuer: &str) -> bool {
+    p.role == renkei_share::Role::RegionalAdmin
+        || (p.facility.is_some() && share.facility_of_issuer(issuer) == p.facility)
+}
+
 /// The patient an identifier token names (see [`search`]).
 fn patient_by_identifier(
     share: &Share,
@@ -338,7 +350,10 @@ fn patient_by_identifier(
     match system {
         Some(REGIONAL_ID_SYSTEM) => Some(share.patient(value)).transpose_not_found(),
         Some(s) => match issuer_of_system(s) {
-            Some(issuer) => by_local(vec![issuer]),
+            // another facility's local IDs are not looked up: walking its numbers would map
+            // out whom it enrolled and their consent, without any card
+            Some(issuer) if own_issuer(share, p, &issuer) => by_local(vec![issuer]),
+            Some(_) => Ok(None),
             None => Err(ShareError::BadRequest(format!(
                 "identifier system {s:?} is not one of this node's: {REGIONAL_ID_SYSTEM}, \
                  {ISSUER_SYSTEM}<issuer>, {JP_LOCAL_ID_OID}<institution code>"
