@@ -520,6 +520,10 @@ impl Scp {
             }
             field::C_STORE_RQ => {
                 if !rq.has_dataset {
+                    peer.received
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .refused("C-STORE-RQ without a data set");
                     return respond(
                         assoc,
                         pc_id,
@@ -648,7 +652,7 @@ impl Scp {
         let received = || peer.received.lock().unwrap_or_else(|p| p.into_inner());
         let (st, comment) = match result {
             Ok((outcome, sop_uid, study_uid)) => {
-                received().stored(&study_uid, outcome == IngestOutcome::Duplicate);
+                received().stored(&study_uid, outcome);
                 self.metrics.stores_ok.fetch_add(1, Ordering::Relaxed);
                 self.metrics.observe_store(started.elapsed());
                 if let (Some(tx), IngestOutcome::Stored | IngestOutcome::Replaced) =

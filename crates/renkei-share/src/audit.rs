@@ -311,11 +311,18 @@ pub fn to_fhir(rec: &AuditRecord, node: &str) -> Value {
     let ((code, display), sub) = e.event.codes();
     let action = match e.event {
         AuditEvent::PatientRecord if !e.action.starts_with("FHIR read") => "U",
-        // the receiving side of a transfer creates (PS3.15 A.5.3.2)
+        // the receiving side of a transfer (PS3.15 A.5.3.2): Create, Update when it only
+        // replaced instances, Read when it held them all already (`received` module)
         AuditEvent::InstancesTransferred
             if e.action.starts_with("C-STORE") || e.action.starts_with("STOW-RS") =>
         {
-            "C"
+            if e.action.ends_with("(replaced)") {
+                "U"
+            } else if e.action.ends_with("(already held)") {
+                "R"
+            } else {
+                "C"
+            }
         }
         AuditEvent::Query => "E",
         _ => "R",

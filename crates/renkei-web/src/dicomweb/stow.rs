@@ -123,8 +123,8 @@ pub(super) struct Stored {
     study: String,
     series: String,
     warning: Option<u16>,
-    /// It was stored before, byte for byte.
-    duplicate: bool,
+    /// New, already held unchanged, or replaced.
+    outcome: IngestOutcome,
 }
 
 #[derive(Debug)]
@@ -336,7 +336,7 @@ impl Results<'_> {
         let metrics = &self.state.metrics;
         match &r.outcome {
             Ok(s) => {
-                self.received.stored(&s.study, s.duplicate);
+                self.received.stored(&s.study, s.outcome);
                 metrics.stores_ok.fetch_add(1, Ordering::Relaxed)
             }
             Err(f) => {
@@ -398,7 +398,7 @@ pub(super) fn stored(
             study: rec.study_uid,
             series: rec.series_uid,
             warning,
-            duplicate: outcome == IngestOutcome::Duplicate,
+            outcome,
         }),
     }
 }
@@ -1122,7 +1122,7 @@ mod tests {
                 study: "1.9".into(),
                 series: "1.8".into(),
                 warning: None,
-                duplicate: false,
+                outcome: IngestOutcome::Stored,
             }),
         };
         let bad = || PartResult {
