@@ -1160,6 +1160,20 @@ fn every_returned_resource_validates_and_the_capability_statement_is_exact() {
         "{last}"
     );
 
+    // the CapabilityStatement is read before signing in; nothing else of /fhir is
+    let anonymous = request(&r.node, None, "GET", "/fhir/metadata", None, &[]);
+    assert_eq!(anonymous.status, 200);
+    assert_eq!(anonymous.json()["resourceType"], "CapabilityStatement");
+    let gated = request(
+        &r.node,
+        None,
+        "GET",
+        &format!("/fhir/Patient/{p}"),
+        None,
+        &[],
+    );
+    assert_eq!(gated.status, 401);
+    assert_eq!(gated.json()["resourceType"], "OperationOutcome");
     let md = get(&r.node, &dc, "/fhir/metadata");
     assert_eq!(md.status, 200);
     let cs = md.json();

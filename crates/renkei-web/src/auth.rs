@@ -1,4 +1,5 @@
-//! The one gate of the HTTP side: every route but `/healthz` needs a bearer token
+//! The one gate of the HTTP side: every route but `/healthz`, the pages (`/ui/`, which ask
+//! for a token themselves) and `/fhir/metadata` needs a bearer token
 //! (`Authorization: Bearer rk_…`), checked against the sharing domain. The signed-in
 //! [`Principal`] goes into the request's extensions, where handlers take it as their
 //! [`Actor`]. A missing, unknown, expired or revoked token is a 401 naming which.

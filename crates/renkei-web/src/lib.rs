@@ -41,7 +41,7 @@ pub struct AppState {
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let dicomweb = dicomweb::router(&state.dicomweb);
-    // everything but /healthz behind the token gate (auth.rs)
+    // everything but /healthz, the pages and /fhir/metadata behind the token gate (auth.rs)
     let gated = Router::new()
         .merge(routes::metrics::router())
         .merge(routes::statistics::router())
@@ -57,6 +57,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(routes::health::router())
         .merge(ui::router()) // the pages ask for the token themselves
+        .merge(fhir::public_router())
         .merge(gated)
         .with_state(state)
 }

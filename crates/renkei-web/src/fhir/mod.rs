@@ -37,11 +37,20 @@ pub const FHIR_JSON: &str = "application/fhir+json";
 /// Largest request body (DocumentReference attachments arrive inline, base64).
 const MAX_BODY: usize = 32 << 20;
 
-/// Routes of the FHIR API.
+/// `/fhir/metadata`, outside the token gate: a client reads the CapabilityStatement to
+/// learn what the server does before it signs in (FHIR R4 http.html#capabilities; SMART
+/// App Launch discovery expects the same), and it names no patient.
+pub fn public_router() -> Router<AppState> {
+    Router::new().route(
+        "/fhir/metadata",
+        get(capability::metadata).fallback(method_not_allowed),
+    )
+}
+
+/// Routes of the FHIR API (behind the token gate; `/fhir/metadata` is [`public_router`]).
 pub fn router() -> Router<AppState> {
     let m = |r: MethodRouter<AppState>| r.fallback(method_not_allowed);
     Router::new()
-        .route("/fhir/metadata", m(get(capability::metadata)))
         .route(
             "/fhir/{type}",
             m(get(resources::search_type).post(resources::create_type)),
