@@ -11,11 +11,12 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 need=""
 for c in clang g++ make pkg-config cmake opj_decompress wrk; do command -v $c >/dev/null 2>&1 || need=1; done
+python3 -c 'import ensurepip' 2>/dev/null || need=1   # python3-venv, for the FHIR R4 validator's venv
 [ -n "$(ls /usr/lib/llvm-*/lib/libclang*.so* 2>/dev/null)" ] || need=1
 if [ -n "$need" ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    libclang-dev clang g++ make pkg-config cmake libopenjp2-tools wrk ca-certificates >/dev/null
+    libclang-dev clang g++ make pkg-config cmake libopenjp2-tools wrk ca-certificates python3-venv >/dev/null
 fi
 # --- Web pages (ui/, docs/UI.md) -------------------------------------------------------
 # The browser tests (pacs-node/tests/ui_browser.rs) drive Debian's chromium headless with

@@ -162,6 +162,7 @@ fn wado_answers_match_the_files() {
         ("frame_beyond", 404),
         ("unknown_media_type", 406),
         ("bad_frame_list", 400),
+        ("repeated_frame", 400),
         ("rendered_gif", 406),
         ("bad_window", 400),
         ("not_modified", 304),

@@ -709,6 +709,17 @@ fn scenario_three_facilities_timeline_and_duplicate_warnings() {
     assert!(String::from_utf8_lossy(&a.body).starts_with("紹介状"));
     let a = get(&r.node, &r.doctor_d, path);
     assert_eq!(a.status, 403);
+    // another document's file cannot be attached by its hash (nor probed for)
+    let mut borrowed = doc["content"][0]["attachment"].clone();
+    borrowed.as_object_mut().unwrap().remove("url");
+    let a = post(
+        &r.node,
+        &r.doctor_a,
+        "/fhir/DocumentReference",
+        &json!({"resourceType": "DocumentReference", "status": "current",
+                "subject": subject(&p), "content": [{"attachment": borrowed}]}),
+    );
+    assert_eq!(a.status, 422, "{}", a.json());
     let docs = std::fs::read_dir(r.node.data_dir.join("documents"))
         .unwrap()
         .count();
@@ -947,6 +958,37 @@ fn patient_search_by_identifier_goes_through_the_policy() {
         assert_eq!(a.status, 400, "{bad}: {}", a.json());
         assert_eq!(a.json()["resourceType"], "OperationOutcome");
     }
+    // `_include` follows only the searched patient's references: a Condition of this
+    // patient pointing at another patient's Encounter does not bring it along
+    let other = r.node.enroll(
+        &r.admin,
+        &json!({"family": "田中", "given": "一郎", "family_kana": "タナカ", "given_kana": "イチロウ",
+                "birth_date": "1970-01-01", "sex": "male", "consent": true,
+                "local_ids": [{"issuer": A, "patient_id": "A-300"}]}),
+    );
+    let enc = r.create(
+        &da,
+        json!({"resourceType": "Encounter", "status": "finished",
+               "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+               "subject": subject(&other), "period": {"start": at(3), "end": at(3)}}),
+    );
+    let enc = enc.json()["id"].as_str().unwrap().to_string();
+    r.create(
+        &da,
+        json!({"resourceType": "Condition", "code": {"text": "かぜ"},
+               "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+               "subject": subject(&p), "encounter": {"reference": format!("Encounter/{enc}")},
+               "recordedDate": at(3)}),
+    );
+    let b = get(
+        &r.node,
+        &da,
+        &format!("/fhir/Condition?patient={p}&_include=Condition:encounter"),
+    )
+    .json();
+    assert!(!ids_of(&b, "Encounter").contains(&enc), "{b}");
+    assert!(!b.to_string().contains(&format!("Patient/{other}")), "{b}");
+
     // one audit record per search, the denied one too
     let trail = get(&r.node, &r.admin, &format!("/api/audit?patient={p}")).json();
     let searches: Vec<bool> = trail

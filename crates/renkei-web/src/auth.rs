@@ -47,14 +47,8 @@ pub async fn require_token(
         Err(e) => {
             // FHIR clients read errors as OperationOutcome (FHIR R4 http.html#2.21.0.4)
             let mut resp = if req.uri().path().starts_with("/fhir/") {
-                let status = match &e {
-                    ShareError::Unauthorized(_) => axum::http::StatusCode::UNAUTHORIZED,
-                    _ => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                };
-                crate::fhir::fhir(
-                    status,
-                    crate::fhir::outcome("error", "login", &e.to_string()),
-                )
+                // the FHIR routes' own mapping (401 "login", store failures without detail)
+                crate::fhir::FhirError::from(e).into_response()
             } else {
                 ApiError::from(e).into_response()
             };

@@ -319,6 +319,7 @@ def check(base_url, files):
     raw = {
         "unknown_media_type": http.get(base, headers={"Accept": "text/html"}).status_code,
         "bad_frame_list": http.get(base + "/frames/1,x").status_code,
+        "repeated_frame": http.get(base + "/frames/1,1").status_code,
         "rendered_gif": http.get(base + "/rendered",
                                      headers={"Accept": "image/gif"}).status_code,
         "bad_window": http.get(base + "/rendered?window=40").status_code,

@@ -51,7 +51,9 @@ fn display_of(cc: &Value) -> String {
 
 fn yj_ingredient(code: &str) -> Option<&str> {
     let (sys, c) = code.split_once('|')?;
-    (sys == YJ && c.len() >= 7).then(|| &c[..7])
+    // YJ codes are ASCII; a typed full-width code has no ingredient prefix (and must not
+    // split a character)
+    (sys == YJ).then(|| c.get(..7)).flatten()
 }
 
 impl Share {
@@ -403,5 +405,19 @@ impl Share {
             "implicated": implicated,
             "detail": f.detail,
         })
+    }
+}
+
+#[cfg(test)]
+mod yj_tests {
+    #[test]
+    fn a_typed_full_width_code_has_no_ingredient_and_does_not_panic() {
+        let yj = |c: &str| super::yj_ingredient(c).map(str::to_string);
+        assert_eq!(
+            yj(&format!("{}|2189015F1022", super::YJ)).as_deref(),
+            Some("2189015")
+        );
+        assert_eq!(yj(&format!("{}|２１８９０１５", super::YJ)), None);
+        assert_eq!(yj(&format!("{}|218", super::YJ)), None);
     }
 }

@@ -33,6 +33,17 @@ pub(crate) struct Keys {
     pub(crate) category: Category,
 }
 
+/// FHIR R4 value set observation-status, which DetectedIssue.status shares.
+const OBSERVATION_STATUS: &[&str] = &[
+    "registered",
+    "preliminary",
+    "final",
+    "amended",
+    "corrected",
+    "cancelled",
+    "entered-in-error",
+    "unknown",
+];
 fn invalid(msg: impl Into<String>) -> ClinicalError {
     ClinicalError::Invalid(msg.into())
 }
@@ -164,7 +175,9 @@ fn duration_secs(d: &Value) -> Option<i64> {
         "a" | "year" | "years" | "年" => 365.0 * 86_400.0,
         _ => return None,
     };
-    Some((n * per) as i64)
+    // a duration past a thousand years is a typing error, not a prescription
+    let secs = n * per;
+    (secs.is_finite() && (0.0..=1000.0 * 365.0 * 86_400.0).contains(&secs)).then_some(secs as i64)
 }
 
 /// The end of a prescription: validity period end, else the start plus the expected
@@ -178,7 +191,7 @@ fn prescription_end(v: &Value, start: Option<i64>) -> CResult<Option<i64>> {
         return Ok(None);
     };
     if let Some(d) = duration_secs(&dr["expectedSupplyDuration"]) {
-        return Ok(Some(start + d));
+        return Ok(start.checked_add(d));
     }
     let bounds = v["dosageInstruction"]
         .as_array()
@@ -186,7 +199,7 @@ fn prescription_end(v: &Value, start: Option<i64>) -> CResult<Option<i64>> {
         .flatten()
         .filter_map(|di| duration_secs(&di["timing"]["repeat"]["boundsDuration"]))
         .max();
-    Ok(bounds.map(|d| start + d))
+    Ok(bounds.and_then(|d| start.checked_add(d)))
 }
 
 /// Whether a ServiceRequest is an imaging order (category SNOMED 363679005 or "imaging").
@@ -294,21 +307,7 @@ pub(crate) fn extract(t: ResourceType, v: &Value, category: Option<Category>) ->
             k.category = Category::Diagnosis;
         }
         ResourceType::Observation => {
-            k.status = status_in(
-                v,
-                "status",
-                &[
-                    "registered",
-                    "preliminary",
-                    "final",
-                    "amended",
-                    "corrected",
-                    "cancelled",
-                    "entered-in-error",
-                    "unknown",
-                ],
-                true,
-            )?;
+            k.status = status_in(v, "status", OBSERVATION_STATUS, true)?;
             require(v, "code")?;
             k.codes = codings(&v["code"]);
             k.categories = codings_of_list(&v["category"]);
@@ -412,21 +411,7 @@ pub(crate) fn extract(t: ResourceType, v: &Value, category: Option<Category>) ->
             }
         }
         ResourceType::DetectedIssue => {
-            k.status = status_in(
-                v,
-                "status",
-                &[
-                    "registered",
-                    "preliminary",
-                    "final",
-                    "amended",
-                    "corrected",
-                    "cancelled",
-                    "entered-in-error",
-                    "unknown",
-                ],
-                true,
-            )?;
+            k.status = status_in(v, "status", OBSERVATION_STATUS, true)?;
             k.codes = codings(&v["code"]);
             k.date = first_date(v, &["identifiedDateTime"])?;
             k.category = category.unwrap_or(Category::Medication);
@@ -447,6 +432,21 @@ mod tests {
     use serde_json::json;
 
     const SNOMED: &str = "http://snomed.info/sct";
+
+    #[test]
+    fn absurd_durations_end_nothing() {
+        let start = Some(1_700_000_000_000_000);
+        let rx = |d: Value| {
+            prescription_end(
+                &json!({"dispenseRequest": {"expectedSupplyDuration": d}}),
+                start,
+            )
+            .unwrap()
+        };
+        assert!(rx(json!({"value": 14, "code": "d"})).is_some());
+        assert_eq!(rx(json!({"value": 1e20, "code": "a"})), None);
+        assert_eq!(rx(json!({"value": -3, "code": "d"})), None);
+    }
 
     #[test]
     fn references_name_the_patient() {

@@ -51,7 +51,7 @@ impl Study {
 
 fn study_date(d: &str) -> Option<i64> {
     let d = d.trim();
-    if d.len() != 8 {
+    if d.len() != 8 || !d.is_ascii() {
         return None;
     }
     date::parse(&format!("{}-{}-{}", &d[0..4], &d[4..6], &d[6..8])).map(|s| s.start)
@@ -235,4 +235,14 @@ pub(crate) fn imaging_study_resource(
         }
     }
     v
+}
+
+#[cfg(test)]
+mod study_date_tests {
+    #[test]
+    fn only_eight_ascii_digits_are_a_date() {
+        assert!(super::study_date("20240301").is_some());
+        assert_eq!(super::study_date("2024\u{FFFD}0"), None);
+        assert_eq!(super::study_date("2024030"), None);
+    }
 }

@@ -474,7 +474,7 @@ impl Share {
         let action = format!("FHIR create {}", t.as_str());
         self.may_record(actor, &facility, &patient, &action)?;
         let findings = self.find_duplicates(actor, &patient, t, &resource, &keys)?;
-        let blobs = self.store_attachments(t, &mut resource)?;
+        let blobs = self.store_attachments(t, &mut resource, &[])?;
         Ok(PreparedCreate {
             t,
             resource,
@@ -629,7 +629,8 @@ impl Share {
             )));
         }
         self.may_record(actor, &facility, &patient, &action)?;
-        let blobs = self.store_attachments(t, &mut resource)?;
+        let kept = attachment_hashes(&parse_json(&current)?);
+        let blobs = self.store_attachments(t, &mut resource, &kept)?;
         let now = now_us();
         let version = current.version + 1;
         self.transact(|tx| {
@@ -817,11 +818,14 @@ impl Share {
     }
 
     /// DocumentReference: every attachment with inline `data` is written to its file;
-    /// returns (content index, sha256, size) to put into the stored resource.
+    /// returns (content index, sha256, size) to put into the stored resource. An
+    /// attachment without data may name by hash only a file of the version it updates
+    /// (`kept`): another document's file is not a client's to attach, nor to probe for.
     fn store_attachments(
         &self,
         t: ResourceType,
         resource: &mut Value,
+        kept: &[String],
     ) -> CResult<Vec<(usize, String, usize)>> {
         if t != ResourceType::DocumentReference {
             return Ok(Vec::new());
@@ -839,13 +843,13 @@ impl Share {
                 let sha = self.write_blob(&bytes)?;
                 out.push((i, sha, bytes.len()));
             } else if has_sha(att) {
-                // an attachment kept from an earlier version: its file must exist
+                // an attachment kept from the version updated: its file must exist
                 let sha = sha_of(att).unwrap_or_default();
-                if self.read_blob_exists(&sha) {
+                if kept.contains(&sha) && self.read_blob_exists(&sha) {
                     continue;
                 }
                 return Err(ClinicalError::Invalid(format!(
-                    "content[{i}].attachment names a file the node does not hold"
+                    "content[{i}].attachment names a file that is not one of this record's: send its data"
                 )));
             } else if att["url"].as_str().is_none() {
                 return Err(ClinicalError::Invalid(format!(
@@ -872,6 +876,16 @@ pub fn binary_resource(id: &str, content_type: &str, bytes: &[u8], context: &str
         "securityContext": {"reference": context},
         "data": store::base64_encode(bytes),
     })
+}
+
+/// The file hashes of a DocumentReference's attachments.
+fn attachment_hashes(doc: &Value) -> Vec<String> {
+    doc["content"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| sha_of(&c["attachment"]))
+        .collect()
 }
 
 fn has_sha(att: &Value) -> bool {

@@ -151,6 +151,37 @@ fn patient_id_of(reference: &str) -> &str {
 }
 
 impl Share {
+    /// The timeline rows of `patients` (one type or all) that `keep` selects and the
+    /// reader's scope admits, in key order; the scope counts what it withholds.
+    fn admitted_rows(
+        &self,
+        patients: &[String],
+        t: Option<ResourceType>,
+        scope: &mut Scope<'_>,
+        keep: impl Fn(&Hit) -> bool,
+    ) -> Result<Vec<Hit>> {
+        let mut rows = Vec::new();
+        let mut err = None;
+        self.timeline(patients, t, |h| {
+            if !keep(&h) {
+                return true;
+            }
+            match scope.admit(Some(&h.entry.facility), category_from(&h.entry.category)) {
+                Ok(true) => rows.push(h),
+                Ok(false) => {}
+                Err(e) => {
+                    err = Some(e);
+                    return false;
+                }
+            }
+            true
+        })?;
+        match err {
+            Some(e) => Err(e),
+            None => Ok(rows),
+        }
+    }
+
     /// The patient of a search; a malformed ID is a 400, an unknown one a 404.
     fn search_patient(&self, reference: &str) -> Result<RegionalPatient> {
         if reference.trim().is_empty() {
@@ -223,25 +254,9 @@ impl Share {
                     .collect();
             }
             _ => {
-                let mut hits: Vec<Hit> = Vec::new();
-                let mut err = None;
-                self.timeline(&patients, Some(t), |h| {
-                    if !params.date_ok(&h.date) || !params.entry_ok(&h.entry) {
-                        return true;
-                    }
-                    match scope.admit(Some(&h.entry.facility), category_from(&h.entry.category)) {
-                        Ok(true) => hits.push(h),
-                        Ok(false) => {}
-                        Err(e) => {
-                            err = Some(e);
-                            return false;
-                        }
-                    }
-                    true
+                let mut hits = self.admitted_rows(&patients, Some(t), &mut scope, |h| {
+                    params.date_ok(&h.date) && params.entry_ok(&h.entry)
                 })?;
-                if let Some(e) = err {
-                    return Err(e.into());
-                }
                 // ids are serial numbers: shorter is older
                 hits.sort_by(|a, b| {
                     (&a.date, a.id.len(), &a.id).cmp(&(&b.date, b.id.len(), &b.id))
@@ -257,7 +272,8 @@ impl Share {
                     .map(|h| h.id.clone())
                     .collect();
                 page.resources = self.load_page(t, &ids)?;
-                page.included = self.includes(&mut scope, t, &params.include, &page.resources)?;
+                page.included =
+                    self.includes(&mut scope, &patients, t, &params.include, &page.resources)?;
             }
         }
         if scope.withheld > 0 {
@@ -275,6 +291,7 @@ impl Share {
     fn includes(
         &self,
         scope: &mut Scope<'_>,
+        patients: &[String],
         t: ResourceType,
         include: &[String],
         page: &[Value],
@@ -332,6 +349,11 @@ impl Share {
                 continue;
             };
             if let Some(s) = self.load(rt, id)? {
+                // a reference a writer typed may name another patient's record: only the
+                // searched patient's are included
+                if !patients.contains(&s.patient) {
+                    continue;
+                }
                 if scope.admit(Some(&s.facility), category_from(&s.category))? {
                     out.push(parse_json(&s)?);
                 }
@@ -354,25 +376,13 @@ impl Share {
         let mut scope = Scope::new(self, actor, &patient);
         let wants = |t: ResourceType| params.types.is_empty() || params.types.contains(&t);
         let demographics = scope.admit_demographics()?;
-        let mut items: Vec<Item> = Vec::new();
-        let mut err = None;
-        self.timeline(&patients, None, |h| {
-            if !wants(h.rtype) || !params.date_ok(&h.date) {
-                return true;
-            }
-            match scope.admit(Some(&h.entry.facility), category_from(&h.entry.category)) {
-                Ok(true) => items.push(Item::Stored(Box::new(h))),
-                Ok(false) => {}
-                Err(e) => {
-                    err = Some(e);
-                    return false;
-                }
-            }
-            true
-        })?;
-        if let Some(e) = err {
-            return Err(e.into());
-        }
+        let mut items: Vec<Item> = self
+            .admitted_rows(&patients, None, &mut scope, |h| {
+                wants(h.rtype) && params.date_ok(&h.date)
+            })?
+            .into_iter()
+            .map(|h| Item::Stored(Box::new(h)))
+            .collect();
         if wants(ResourceType::ImagingStudy) {
             for s in self.patient_studies(&patients)? {
                 if params.date_ok(&s.date_key())

@@ -144,13 +144,13 @@ impl Drop for Claim<'_> {
     }
 }
 
+/// Messages one body or MLLP frame may carry (SS-MIX2 daily batches hold hundreds).
+pub const MAX_MESSAGES: usize = 10_000;
+
 impl Share {
     /// Import one HL7 v2 message as `actor` (module docs), and answer it.
     pub fn import_hl7(&self, actor: &Actor, message: &[u8]) -> Ack {
-        let sha256: String = Sha256::digest(message)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256 = hex::encode(Sha256::digest(message));
         // held until the receipt is written with the audit record
         let mut claim = None;
         let ack = self.import_one(actor, message, &sha256, &mut claim);
@@ -165,6 +165,23 @@ impl Share {
     pub fn import_hl7_batch(&self, actor: &Actor, bytes: &[u8]) -> Vec<Ack> {
         let node = &self.config().node_name;
         let pieces = parse::split_batch(bytes);
+        if pieces.len() > MAX_MESSAGES {
+            // one answer, one audit record: a body of millions of `MSH` lines must not
+            // become millions of ACKs and audit records
+            let ack = Ack::new(node, Default::default()).fail(
+                AckCode::AR,
+                vec![Issue::error(
+                    Location::segment("MSH", 0),
+                    100,
+                    format!(
+                        "{} messages in one body, more than {MAX_MESSAGES}: split the batch",
+                        pieces.len()
+                    ),
+                )],
+            );
+            self.audit_import(actor, &ack, "");
+            return vec![ack];
+        }
         if pieces.is_empty() {
             return vec![Ack::new(node, Default::default()).fail(
                 AckCode::AR,
@@ -274,12 +291,16 @@ impl Share {
         };
         // only after the caller is known to act for the facility: a resend is answered
         // with what the first one recorded (waiting for it when it is still being recorded)
+        // key parts are joined with 0x00 (keys.rs): an MSH-3 or MSH-10 holding a control
+        // character (an escaped \X00\) gets no receipt rather than a colliding one
+        let keyable = keyable(&h.sending_application, &h.control_id);
+        let control_id = if keyable { h.control_id.as_str() } else { "" };
         let sender = (
             facility.as_str(),
             h.sending_application.as_str(),
-            h.control_id.as_str(),
+            control_id,
         );
-        if !h.control_id.is_empty() {
+        if keyable {
             *claim = Some(self.hl7_in_flight.claim(sender));
         }
         // a receipt of a message cut short by a store failure: the resend finishes it
@@ -528,7 +549,10 @@ impl Share {
             ),
         };
         let result = match (&ack.facility, &ack.duplicate_of) {
-            (Some(facility), None) if !ack.created.is_empty() && !ack.control_id.is_empty() => {
+            (Some(facility), None)
+                if !ack.created.is_empty()
+                    && keyable(ack.sending_application(), &ack.control_id) =>
+            {
                 let key = keys::text_key(
                     keys::HL7_RECEIPT,
                     &[facility, ack.sending_application(), &ack.control_id],
@@ -554,6 +578,12 @@ impl Share {
             tracing::warn!(error = %err, "could not record the HL7 import in the audit trail");
         }
     }
+}
+
+/// Whether a message can have a receipt: a control ID, and no control character in the
+/// key parts.
+fn keyable(app: &str, control_id: &str) -> bool {
+    !control_id.is_empty() && !app.chars().chain(control_id.chars()).any(char::is_control)
 }
 
 /// The answer to a resend: what the first message was answered, and a warning that
@@ -894,10 +924,7 @@ OBX|1|NM|3D046000001920402^HbA1c^JC10||6.8|%^%^UCUM|4.6-6.2|H|||F";
         );
         let bytes = msg("1310000001", &two);
         let cut = Receipt {
-            sha256: Sha256::digest(&bytes)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            sha256: hex::encode(Sha256::digest(&bytes)),
             received_us: now_us(),
             complete: false,
             code: AckCode::AE,

@@ -1186,6 +1186,15 @@ fn check_frames(r: &InstanceRecord, wanted: &[u32]) -> Result<(), ApiError> {
     if r.frames == 0 {
         return Err(not_found(format!("instance {} has no frames", r.sop_uid)));
     }
+    // a frame named twice would be read and sent twice: `1,1,1,…` in one request line
+    // could make a 512 KB frame gigabytes of response
+    let mut seen = std::collections::HashSet::with_capacity(wanted.len());
+    if let Some(f) = wanted.iter().find(|f| !seen.insert(**f)) {
+        return Err(ApiError::BadRequest(format!(
+            "frame {} is listed more than once",
+            f + 1
+        )));
+    }
     if let Some(f) = wanted.iter().find(|f| **f >= r.frames) {
         return Err(not_found(format!(
             "frame {} requested, instance {} has {}",

@@ -273,7 +273,7 @@ pub fn searchset(
         format!("{base}{path}?{}", parts.join("&"))
     };
     let mut links = vec![json!({"relation": "self", "url": link(offset)})];
-    if count > 0 && offset + count < page.total {
+    if count > 0 && offset.saturating_add(count) < page.total {
         links.push(json!({"relation": "next", "url": link(offset + count)}));
     }
     if offset > 0 {
