@@ -83,9 +83,12 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
+    // whether a frame may have ended: the buffer is scanned when a read brought an end
+    // block (or the CR after one), not after every read of a long frame
+    let mut ready = false;
     loop {
         // answer every complete frame in the buffer
-        while let Some((message, used)) = next_frame(&buf) {
+        while let Some((message, used)) = ready.then(|| next_frame(&buf)).flatten() {
             buf.drain(..used);
             if matches!(message.as_slice(), [0x06] | [0x15]) {
                 continue; // an MLLP Release 2 commit acknowledgement of ours
@@ -128,6 +131,7 @@ async fn connection(
         if n == 0 {
             return Ok(());
         }
+        ready = chunk[..n].contains(&EB) || buf.last() == Some(&EB);
         buf.extend_from_slice(&chunk[..n]);
     }
 }

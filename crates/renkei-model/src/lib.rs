@@ -10,6 +10,7 @@
 //! - [`uid`]: UID helpers (validation, trimming, the node's implementation UID).
 #![deny(missing_docs)]
 
+pub mod base64;
 pub mod charset;
 pub mod extract;
 pub mod person_name;

@@ -837,7 +837,7 @@ impl Share {
         for (i, c) in content.iter_mut().enumerate() {
             let att = &mut c["attachment"];
             if let Some(data) = att["data"].as_str() {
-                let bytes = store::base64_decode(data).ok_or_else(|| {
+                let bytes = renkei_model::base64::decode(data).ok_or_else(|| {
                     ClinicalError::Invalid(format!("content[{i}].attachment.data is not base64"))
                 })?;
                 let sha = self.write_blob(&bytes)?;
@@ -874,7 +874,7 @@ pub fn binary_resource(id: &str, content_type: &str, bytes: &[u8], context: &str
         "id": id,
         "contentType": content_type,
         "securityContext": {"reference": context},
-        "data": store::base64_encode(bytes),
+        "data": renkei_model::base64::encode(bytes),
     })
 }
 

@@ -282,39 +282,9 @@ impl Tx<'_, '_> {
     }
 }
 
-/// Standard base64 (RFC 4648) with padding.
-pub(crate) fn base64_encode(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// Standard base64 (RFC 4648) of a FHIR base64Binary: padding optional, whitespace
-/// ignored; None when it is not base64.
-pub(crate) fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    use base64::{alphabet, Engine};
-    const LENIENT: GeneralPurpose = GeneralPurpose::new(
-        &alphabet::STANDARD,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-    );
-    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    LENIENT.decode(compact).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_round_trips() {
-        for s in ["", "f", "fo", "foo", "foob", "fooba", "foobar", "紹介状"] {
-            let e = base64_encode(s.as_bytes());
-            assert_eq!(base64_decode(&e).unwrap(), s.as_bytes(), "{e}");
-        }
-        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
-        assert_eq!(base64_encode(b"fo"), "Zm8=");
-        assert!(base64_decode("Zm9v!").is_none());
-    }
 
     #[test]
     fn timeline_keys_sort_by_date_within_a_type() {

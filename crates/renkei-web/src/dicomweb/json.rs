@@ -97,7 +97,7 @@ fn primitive(vr: VR, p: &PrimitiveValue) -> Value {
     }
     match vr {
         VR::OB | VR::OW | VR::OF | VR::OD | VR::OL | VR::OV | VR::UN => {
-            json!({ "vr": vr.to_string(), "InlineBinary": base64(&p.to_bytes()) })
+            json!({ "vr": vr.to_string(), "InlineBinary": renkei_model::base64::encode(&p.to_bytes()) })
         }
         VR::AT => match p {
             PrimitiveValue::Tags(tags) => {
@@ -185,12 +185,6 @@ fn float_value(f: f64) -> Value {
         // NaN and infinities have no JSON number form
         serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
     }
-}
-
-/// Standard base64 with padding (RFC 4648), for InlineBinary.
-fn base64(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[cfg(test)]
@@ -307,14 +301,5 @@ mod tests {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted, "attributes in tag order");
-    }
-
-    #[test]
-    fn base64_padding() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
     }
 }

@@ -202,8 +202,8 @@ fn read_element(
         let text = b64
             .as_str()
             .ok_or_else(|| bad_attr("InlineBinary is not a string"))?;
-        let bytes =
-            base64_decode(text).ok_or_else(|| bad_value("InlineBinary is not base64".into()))?;
+        let bytes = renkei_model::base64::decode(text)
+            .ok_or_else(|| bad_value("InlineBinary is not base64".into()))?;
         if vr == VR::SQ {
             return Err(bad_value("a sequence cannot be binary".into()));
         }
@@ -412,19 +412,6 @@ fn is_pn_object(m: &Map<String, Value>) -> bool {
         .all(|k| matches!(k.as_str(), "Alphabetic" | "Ideographic" | "Phonetic"))
 }
 
-/// Standard base64 (RFC 4648) of InlineBinary: padding optional, whitespace (line breaks
-/// some encoders insert) ignored; None when it is not base64.
-pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    use base64::{alphabet, Engine};
-    const LENIENT: GeneralPurpose = GeneralPurpose::new(
-        &alphabet::STANDARD,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-    );
-    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    LENIENT.decode(compact).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -560,17 +547,5 @@ mod tests {
         let s = decimal_string(1.234_567_890_123e-20).unwrap();
         assert!(s.len() <= 16, "{s}");
         assert_eq!(decimal_string(f64::NAN), None);
-    }
-
-    #[test]
-    fn base64_decodes() {
-        assert_eq!(base64_decode("").unwrap(), b"");
-        assert_eq!(base64_decode("Zg==").unwrap(), b"f");
-        assert_eq!(base64_decode("Zm8=").unwrap(), b"fo");
-        assert_eq!(base64_decode("Zm9v").unwrap(), b"foo");
-        assert_eq!(base64_decode("Zm9vYmFy").unwrap(), b"foobar");
-        assert_eq!(base64_decode("Zm8").unwrap(), b"fo");
-        assert!(base64_decode("Zm9v!").is_none());
-        assert!(base64_decode("Zg==Zg").is_none());
     }
 }

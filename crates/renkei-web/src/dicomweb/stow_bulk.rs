@@ -15,8 +15,8 @@
 //!
 //! An instance is stored as soon as the metadata and every bulk data part it names have
 //! arrived, so memory holds the bulk data of the instances still incomplete (one instance
-//! when the parts follow the metadata's order), at most [`MAX_HELD`] bytes; the metadata
-//! part itself is read whole, at most [`MAX_METADATA`] bytes. An instance that cannot be
+//! when the parts follow the metadata's order), at most [`MAX_HELD`] bytes; metadata parts
+//! are read whole, at most [`MAX_METADATA`] bytes in all per request. An instance that cannot be
 //! read (no UIDs, a malformed attribute, a BulkDataURI no part answers) is a failed
 //! instance with Failure Reason 0xC000; the others are stored.
 //!
@@ -48,7 +48,8 @@ use super::stow::{
 use super::DICOM_JSON;
 use crate::AppState;
 
-/// Largest metadata part read (it is parsed whole).
+/// Most metadata one request may carry (each part is parsed whole and waits, parsed, for
+/// its bulk data).
 pub(super) const MAX_METADATA: usize = 64 << 20;
 
 /// Most bulk data held at once for instances not yet complete.
@@ -87,6 +88,7 @@ pub(super) async fn receive(
     let mut pending: Vec<Pending> = Vec::new();
     let mut parts: HashMap<String, BulkPart> = HashMap::new();
     let mut held = 0usize;
+    let mut metadata = 0usize;
     let mut number = 0usize;
     while let Some(mut field) = multipart.next_field().await? {
         number += 1;
@@ -103,11 +105,18 @@ pub(super) async fn receive(
                 .map(|(_, v)| v.trim().to_string())
         };
         if media == DICOM_JSON || media == "application/json" {
-            let (data, _) = read_part(&mut field, MAX_METADATA).await?;
+            // MAX_METADATA bounds the request's metadata, not each part: parsed metadata
+            // waits in `pending` for its bulk data, so many parts must not add up
+            let room = MAX_METADATA.saturating_sub(metadata);
+            let (data, size) = read_part(&mut field, room).await?;
             match data {
-                Ok(bytes) => add_metadata(&bytes, want_study, &mut pending, results),
-                Err(size) => results.push(unknown(format!(
-                    "a metadata part larger than {} MiB ({size} bytes)",
+                Ok(bytes) => {
+                    metadata += bytes.len();
+                    add_metadata(&bytes, want_study, &mut pending, results)
+                }
+                Err(_) => results.push(unknown(format!(
+                    "metadata past {} MiB in one request ({size} bytes in this part): send \
+                     fewer instances per request",
                     MAX_METADATA >> 20
                 ))),
             }
